@@ -1,0 +1,142 @@
+"""The ``cryonet`` command: thin adapters over the library's public functions.
+
+Each subcommand parses its arguments, calls one library function and reports where the result went. Errors that
+the library raises for bad input (missing files, wrong grids, corrupt downloads) are shown as one clear line and a
+non-zero exit status, without a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+logger = logging.getLogger("cryonet.cli")
+
+#: (name, help, add-arguments function, run function), in the order ``--help`` lists them.
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+# --- synth -------------------------------------------------------------------------------------------------------
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", required=True, choices=["poiqu", "montblanc"], help="region preset")
+    p.add_argument("--out", required=True, type=Path, help="output scene directory")
+    p.add_argument("--size", type=int, default=None, help="scene edge length in 10 m pixels (default: preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--force", action="store_true", help="regenerate even if a complete scene is already there")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from cryonet.synthetic import generate_scene
+
+    scene = generate_scene(
+        args.region, args.out, size=args.size, seed=args.seed, progress=not args.quiet, overwrite=args.force
+    )
+    print(f"synthetic {scene.region} scene written to {scene.root} (scene.json describes its files)")
+    return 0
+
+
+# --- fetch -------------------------------------------------------------------------------------------------------
+def _add_fetch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="registry entry to download (see --list)")
+    p.add_argument("--dest", type=Path, default=None, help="copy the verified file into this directory")
+    p.add_argument("--list", action="store_true", help="list the registry entries and exit")
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from cryonet import manifest
+
+    if args.list or not args.name:
+        for entry in manifest.entries():
+            print(f"{entry.name}\t{entry.url}")
+        return 0
+    path = manifest.fetch(args.name, dest=args.dest, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+# --- align -------------------------------------------------------------------------------------------------------
+def _add_align(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scene", type=Path, help="scene directory (scene.json): align all its inputs + labels")
+    src.add_argument("--inputs", type=Path, nargs="+", help="rasters to align onto --reference")
+    p.add_argument("--reference", type=Path, help="raster whose grid is the target (with --inputs)")
+    p.add_argument("--categorical", type=Path, nargs="*", default=[], help="inputs resampled by nearest neighbour")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from cryonet import raster
+
+    if args.scene is not None:
+        from cryonet.scene import Scene
+
+        outputs = raster.align_scene(Scene.load(args.scene), args.out, progress=not args.quiet)
+    else:
+        if args.reference is None:
+            raise SystemExit("cryonet align: --inputs needs --reference (the raster whose grid to align onto)")
+        grid = raster.Grid.from_file(args.reference)
+        categorical = {p.resolve() for p in args.categorical}
+        outputs = {}
+        for path in [*args.inputs, *args.categorical]:
+            dst = args.out / path.name
+            outputs[path.stem] = raster.align_to_grid(path, grid, dst, categorical=path.resolve() in categorical)
+    for name, path in outputs.items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+# --- commands: issue 3 (features) ---------------------------------------------------------------------------------
+
+# --- commands: issue 4 (models, training, inference) --------------------------------------------------------------
+
+COMMANDS: list[Command] = [
+    ("synth", "generate a synthetic twin scene (offline default data)", _add_synth, _run_synth),
+    ("fetch", "download a registered data file, verified by sha256", _add_fetch, _run_fetch),
+    ("align", "co-register rasters onto one grid (and rasterise a scene's labels)", _add_align, _run_align),
+    # --- registered commands: issue 3 ---
+    # --- registered commands: issue 4 ---
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``cryonet`` command."""
+    parser = argparse.ArgumentParser(
+        prog="cryonet",
+        description="CryoNet companion: multi-modal debris-covered glacier mapping, from raw inputs to outlines.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cryonet`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if args.debug:
+            raise
+        print(f"cryonet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
