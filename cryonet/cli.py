@@ -89,6 +89,30 @@ def _run_align(args: argparse.Namespace) -> int:
 
 
 # --- commands: issue 3 (features) ---------------------------------------------------------------------------------
+def _add_terrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dem", type=Path, help="DEM GeoTIFF on a projected metric grid (run `cryonet align` first)")
+    p.add_argument("out", type=Path, help="output multi-band float32 GeoTIFF (one band per terrain layer)")
+    p.add_argument("--sun-azimuth", type=float, default=315.0, help="hillshade sun azimuth, degrees from north (315)")
+    p.add_argument("--sun-elevation", type=float, default=45.0, help="hillshade sun elevation, degrees (45)")
+    p.add_argument("--block", type=int, default=2048, help="processing block edge in pixels (2048)")
+    p.add_argument("--tpi-radius", type=float, nargs="*", default=[], help="extra multi-scale TPI radii, metres")
+
+
+def _run_terrain(args: argparse.Namespace) -> int:
+    from cryonet.features.terrain import terrain_file
+
+    out = terrain_file(
+        args.dem,
+        args.out,
+        sun_azimuth=args.sun_azimuth,
+        sun_elevation=args.sun_elevation,
+        block=args.block,
+        progress=not args.quiet,
+        tpi_radii=args.tpi_radius,
+    )
+    print(f"terrain layers written to {out}")
+    return 0
+
 
 # --- commands: issue 4 (models, training, inference) --------------------------------------------------------------
 
@@ -97,6 +121,8 @@ COMMANDS: list[Command] = [
     ("fetch", "download a registered data file, verified by sha256", _add_fetch, _run_fetch),
     ("align", "co-register rasters onto one grid (and rasterise a scene's labels)", _add_align, _run_align),
     # --- registered commands: issue 3 ---
+    ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
+     _run_terrain),
     # --- registered commands: issue 4 ---
 ]
 
