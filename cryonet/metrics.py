@@ -1,0 +1,327 @@
+"""Segmentation metrics from the confusion matrix, bootstrap intervals over test tiles, outline distances.
+
+Conventions
+-----------
+* **Confusion matrix** ``cm`` of shape ``(C, C)``, int64: ``cm[i, j]`` = number of pixels whose reference class
+  is ``i`` and predicted class is ``j`` (rows = truth, columns = prediction; scikit-learn's convention). Pixels
+  whose reference is ``ignore_index`` (255, :data:`cryonet.constants.LABEL_NODATA`) are not counted.
+* Per class ``k``: ``TP = cm[k, k]``, ``FP = cm[:, k].sum() - TP``, ``FN = cm[k, :].sum() - TP``;
+  ``IoU = TP / (TP + FP + FN)``, ``precision = TP / (TP + FP)``, ``recall = TP / (TP + FN)``,
+  ``F1 = 2 TP / (2 TP + FP + FN)``, ``support = TP + FN`` (reference pixels of the class).
+
+Zero division (explicit, the same for every per-class metric)
+-------------------------------------------------------------
+* A class **absent from both the reference and the prediction** (``TP + FP + FN = 0``): IoU, precision, recall
+  and F1 are **NaN** (nothing to score) and the class is left out of every mean below.
+* A class present on **one side only**: an undefined ratio counts as **0** (precision of a class never predicted
+  while present in the reference; recall of a class predicted while absent from the reference). IoU and F1 are
+  then 0 anyway. This equals scikit-learn with ``zero_division=0`` except for the both-absent case.
+* Means ("macro" averages) are taken over the classes that are not NaN; a mean over only NaN classes is NaN.
+  Pixel accuracy and kappa of an empty matrix are NaN.
+
+Summary figures (:func:`summary`)
+---------------------------------
+The paper's headline "overall IoU" does not say which average it is. We report all three readings, named:
+
+* ``overall_iou_glacier`` (= ``miou_glacier``): mean of the per-class IoU over the three glacier classes
+  (clean_ice, debris, lake), background excluded. This is our primary "overall IoU".
+* ``overall_iou_all`` (= ``miou_all``): mean of the per-class IoU over all four classes, background included.
+* ``glacier_union_iou``: micro (pooled) IoU of the binary problem "any glacier class vs background": pixels of
+  any glacier class predicted as any glacier class are true positives (confusion *between* glacier classes is
+  not an error here), background predicted as glacier are false positives, glacier predicted as background are
+  false negatives.
+
+Further keys: ``pixel_accuracy`` (trace / total), ``mean_precision_*``, ``mean_recall_*``, ``mean_f1_*`` (macro
+means with suffix ``_glacier`` or ``_all`` as above), ``kappa`` (Cohen's kappa over all four classes) and
+``n_pixels``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "boundary_distance",
+    "bootstrap_ci",
+    "class_metrics",
+    "confusion_matrix",
+    "per_class",
+    "summary",
+]
+
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(CLASSES), ignore_index: int | None = LABEL_NODATA
+) -> np.ndarray:
+    """Confusion matrix of two label arrays (one ``np.bincount`` over ``true * C + pred``).
+
+    Args:
+        y_true: Reference labels, any shape (e.g. ``(rows, cols)`` or ``(N, rows, cols)``), integer.
+        y_pred: Predicted labels, same shape, integer in ``[0, num_classes)`` wherever the reference is valid.
+        num_classes: Number of classes ``C``.
+        ignore_index: Reference value of pixels that are not counted (None: count every pixel).
+
+    Returns:
+        ``(C, C)`` int64 matrix, rows = reference, columns = prediction.
+
+    Raises:
+        ValueError: Shapes differ, or a counted pixel has a label outside ``[0, C)`` in either array.
+    """
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, got {t.shape} and {p.shape}")
+    t = t.ravel()
+    p = p.ravel()
+    if ignore_index is not None:
+        keep = t != ignore_index
+        if not keep.all():
+            t, p = t[keep], p[keep]
+    t = t.astype(np.int64, copy=False)
+    p = p.astype(np.int64, copy=False)
+    for name, arr in (("y_true", t), ("y_pred", p)):
+        bad = (arr < 0) | (arr >= num_classes)
+        if bad.any():
+            values = np.unique(arr[bad])[:5].tolist()
+            raise ValueError(
+                f"{name} has {int(bad.sum())} counted pixels with labels outside [0, {num_classes}) "
+                f"(e.g. {values}); expected class ids, with ignore_index={ignore_index} for unlabelled reference"
+            )
+    cm = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return cm.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den == 0`` and NaN where ``absent`` (see the module docstring)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+    out[absent] = np.nan
+    return out
+
+
+def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class counts and scores of one matrix ``(C, C)`` or a stack ``(..., C, C)``.
+
+    Args:
+        cm: Confusion matrix (rows = reference), or a stack of them.
+
+    Returns:
+        Arrays of shape ``(..., C)``: ``tp``, ``fp``, ``fn``, ``support`` (int64) and ``iou``, ``precision``,
+        ``recall``, ``f1`` (float64; NaN for classes absent from both reference and prediction, 0 for undefined
+        ratios of classes present on one side only).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim < 2 or cm.shape[-1] != cm.shape[-2]:
+        raise ValueError(f"confusion matrix must have shape (..., C, C), got {cm.shape}")
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    fp = cm.sum(axis=-2) - tp
+    fn = cm.sum(axis=-1) - tp
+    absent = (tp + fp + fn) == 0
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "support": tp + fn,
+        "iou": _ratio(tp, tp + fp + fn, absent),
+        "precision": _ratio(tp, tp + fp, absent),
+        "recall": _ratio(tp, tp + fn, absent),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, absent),
+    }
+
+
+def class_metrics(cm: np.ndarray, class_names: Sequence[str] = CLASSES) -> pd.DataFrame:
+    """Table of per-class scores.
+
+    Args:
+        cm: ``(C, C)`` confusion matrix (rows = reference).
+        class_names: Names of the ``C`` classes, in label order.
+
+    Returns:
+        DataFrame indexed by class name with columns ``iou``, ``precision``, ``recall``, ``f1`` (0-1; NaN for a
+        class absent from both reference and prediction), ``support`` (reference pixels) and ``predicted``
+        (predicted pixels).
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != len(class_names):
+        raise ValueError(f"confusion matrix of shape {cm.shape} does not match {len(class_names)} class names")
+    pc = per_class(cm)
+    df = pd.DataFrame(
+        {
+            "iou": pc["iou"],
+            "precision": pc["precision"],
+            "recall": pc["recall"],
+            "f1": pc["f1"],
+            "support": pc["support"],
+            "predicted": pc["tp"] + pc["fp"],
+        },
+        index=pd.Index(list(class_names), name="class"),
+    )
+    return df
+
+
+def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over ``axis`` ignoring NaN; NaN (without a warning) where every value is NaN."""
+    valid = ~np.isnan(values)
+    n = valid.sum(axis=axis)
+    total = np.where(valid, values, 0.0).sum(axis=axis)
+    return np.divide(total, n, out=np.full(np.shape(total), np.nan), where=n > 0)
+
+
+def summary(
+    cm: np.ndarray,
+    class_names: Sequence[str] = CLASSES,
+    glacier_classes: Sequence[str] = GLACIER_CLASSES,
+) -> dict[str, float]:
+    """Headline figures of one confusion matrix (definitions in the module docstring).
+
+    Args:
+        cm: ``(C, C)`` confusion matrix (rows = reference).
+        class_names: Names of the ``C`` classes, in label order.
+        glacier_classes: The classes of interest; every other class counts as background for
+            ``glacier_union_iou``.
+
+    Returns:
+        Dict with ``pixel_accuracy``, ``miou_glacier``, ``miou_all``, ``overall_iou_glacier``,
+        ``overall_iou_all``, ``glacier_union_iou``, ``mean_precision_glacier``, ``mean_precision_all``,
+        ``mean_recall_glacier``, ``mean_recall_all``, ``mean_f1_glacier``, ``mean_f1_all``, ``kappa`` (floats
+        0-1, NaN when undefined) and ``n_pixels``.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != len(class_names):
+        raise ValueError(f"confusion matrix of shape {cm.shape} does not match {len(class_names)} class names")
+    unknown = [c for c in glacier_classes if c not in class_names]
+    if unknown:
+        raise ValueError(f"glacier classes {unknown} are not among the class names {list(class_names)}")
+    g = np.array([list(class_names).index(c) for c in glacier_classes], dtype=np.int64)
+    bg = np.setdiff1d(np.arange(len(class_names)), g)
+    pc = per_class(cm)
+    n = int(cm.sum())
+    out: dict[str, float] = {"pixel_accuracy": float(np.trace(cm) / n) if n else float("nan")}
+    for metric in ("iou", "precision", "recall", "f1"):
+        prefix = "miou" if metric == "iou" else f"mean_{metric}"
+        out[f"{prefix}_glacier"] = float(_nanmean(pc[metric][g]))
+        out[f"{prefix}_all"] = float(_nanmean(pc[metric]))
+    out["overall_iou_glacier"] = out["miou_glacier"]
+    out["overall_iou_all"] = out["miou_all"]
+    tp = cm[np.ix_(g, g)].sum()
+    fp = cm[np.ix_(bg, g)].sum()
+    fn = cm[np.ix_(g, bg)].sum()
+    out["glacier_union_iou"] = float(tp / (tp + fp + fn)) if tp + fp + fn else float("nan")
+    # Cohen's kappa: (p_o - p_e) / (1 - p_e), p_e from the row and column marginals.
+    if n:
+        p_o = np.trace(cm) / n
+        p_e = float((cm.sum(axis=0) * cm.sum(axis=1)).sum()) / n**2
+        out["kappa"] = float((p_o - p_e) / (1 - p_e)) if p_e < 1 else float("nan")
+    else:
+        out["kappa"] = float("nan")
+    out["n_pixels"] = n
+    return out
+
+
+def bootstrap_ci(
+    cms_per_tile: np.ndarray,
+    metric_fn: Callable[[np.ndarray], float],
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap interval of a metric, resampling test tiles with replacement.
+
+    Each replicate draws ``T`` tiles with replacement and sums their confusion matrices; the metric of the
+    summed matrix is one bootstrap value. Resampling whole tiles (not pixels) keeps the spatial correlation
+    within a tile. The draw is vectorised: the multiplicities of the tiles in all replicates come from one
+    multinomial draw ``(n_boot, T)`` (identical in distribution to ``T`` draws with replacement), and the
+    replicate matrices are one ``tensordot``; ``metric_fn`` is then called once per replicate.
+
+    Args:
+        cms_per_tile: ``(T, C, C)`` confusion matrices of the ``T`` test tiles.
+        metric_fn: Function of a ``(C, C)`` matrix returning a float, e.g.
+            ``lambda cm: summary(cm)["miou_glacier"]``.
+        n_boot: Number of bootstrap replicates.
+        alpha: Two-sided level: the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles.
+        seed: Seed of the resampling (same seed, same interval).
+
+    Returns:
+        ``(estimate, low, high)``: the metric of the summed matrix of all tiles, and the interval. Replicates
+        where the metric is NaN are left out of the quantiles.
+
+    Raises:
+        ValueError: Bad shapes or parameters.
+    """
+    cms = np.asarray(cms_per_tile, dtype=np.int64)
+    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1:
+        raise ValueError(f"cms_per_tile must have shape (T, C, C) with T >= 1, got {cms.shape}")
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+    n_tiles = cms.shape[0]
+    estimate = float(metric_fn(cms.sum(axis=0)))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)  # (n_boot, T)
+    boot_cms = np.tensordot(counts, cms, axes=(1, 0))  # (n_boot, C, C)
+    values = np.fromiter((metric_fn(m) for m in boot_cms), dtype=np.float64, count=n_boot)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return estimate, float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return estimate, float(low), float(high)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Inner boundary pixels: in the mask, with a 4-neighbour outside it (image edges are not boundaries)."""
+    # border_value=1: the outside of the array counts as inside the mask, so an outline cut by the tile or scene
+    # edge does not get an artificial boundary along that edge.
+    return mask & ~ndimage.binary_erosion(mask, border_value=1)
+
+
+def boundary_distance(
+    y_true_mask: np.ndarray, y_pred_mask: np.ndarray, res: float | tuple[float, float]
+) -> dict[str, Any]:
+    """Symmetric distance between the outlines of two binary masks, metres.
+
+    Boundaries are the inner boundary pixels of each mask (a pixel of the mask with a 4-connected neighbour
+    outside it, found by binary erosion; the array edge is not a boundary). For every boundary pixel of one mask,
+    the distance to the nearest boundary pixel of the other is read from a Euclidean distance transform
+    (``scipy.ndimage.distance_transform_edt`` with ``sampling=res``, so in metres, centre to centre). The two
+    directed sets are pooled ("symmetric") before the statistics.
+
+    Args:
+        y_true_mask: Reference mask ``(rows, cols)``, bool (e.g. ``labels == debris``).
+        y_pred_mask: Predicted mask, same shape.
+        res: Pixel size in metres, one number or ``(row_size, col_size)``.
+
+    Returns:
+        Dict with ``mean_m`` (mean), ``p95_m`` (95th percentile), ``max_m`` (Hausdorff distance) of the pooled
+        distances, and ``n_true`` / ``n_pred`` (boundary pixel counts). With no boundary in either mask the
+        distances are NaN; with a boundary in only one of them they are ``inf``.
+    """
+    t = np.asarray(y_true_mask, dtype=bool)
+    p = np.asarray(y_pred_mask, dtype=bool)
+    if t.shape != p.shape or t.ndim != 2:
+        raise ValueError(f"masks must be 2-D (rows, cols) of the same shape, got {t.shape} and {p.shape}")
+    bt, bp = _boundary(t), _boundary(p)
+    n_true, n_pred = int(bt.sum()), int(bp.sum())
+    if n_true == 0 or n_pred == 0:
+        value = float("nan") if n_true == n_pred else float("inf")
+        return {"mean_m": value, "p95_m": value, "max_m": value, "n_true": n_true, "n_pred": n_pred}
+    sampling = (float(res), float(res)) if np.isscalar(res) else tuple(float(r) for r in res)
+    d_to_pred = ndimage.distance_transform_edt(~bp, sampling=sampling)
+    d_to_true = ndimage.distance_transform_edt(~bt, sampling=sampling)
+    d = np.concatenate([d_to_pred[bt], d_to_true[bp]])
+    return {
+        "mean_m": float(d.mean()),
+        "p95_m": float(np.percentile(d, 95)),
+        "max_m": float(d.max()),
+        "n_true": n_true,
+        "n_pred": n_pred,
+    }

@@ -1,0 +1,73 @@
+"""Typed profiles: validity, round trip through JSON, overrides, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from cryonet import config
+from cryonet.config import PROFILES, Profile, SplitConfig, get_profile
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profiles_are_valid_and_round_trip(name):
+    profile = get_profile(name)
+    assert profile.name == name
+    assert profile.tile_size % 32 == 0 and 0 < profile.tile_stride <= profile.tile_size
+    assert profile.tile_overlap == profile.tile_size - profile.tile_stride
+    data = json.loads(json.dumps(profile.to_dict()))  # what a run writes next to its checkpoint
+    assert set(data) == {f.name for f in dataclasses.fields(Profile)}
+    back = Profile.from_dict(data)
+    assert back == profile and isinstance(back.split, SplitConfig) and isinstance(back.fewshot_tiles, tuple)
+    assert hash(back) == hash(profile)
+
+
+def test_ci_and_paper_differ_where_they_should():
+    ci, paper = get_profile("ci"), get_profile("paper")
+    assert ci.encoder == "resnet18" and paper.encoder is None  # None = paper default (ResNet-101)
+    assert ci.tile_size < paper.tile_size and ci.epochs < paper.epochs
+    assert ci.max_train_tiles is not None and paper.max_train_tiles is None
+    assert not ci.amp and not ci.ablation and paper.ablation
+    # ci budget: 5 epochs x 24 steps = 120 train steps per model (see the module docstring)
+    assert ci.epochs * ci.max_train_tiles // ci.batch_size == 120
+
+
+def test_model_names_match_the_factory():
+    from cryonet.models import MODEL_NAMES
+
+    assert config._MODEL_NAMES == MODEL_NAMES
+    assert all(set(p.models) <= set(MODEL_NAMES) for p in PROFILES.values())
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(KeyError, match="ci.*paper"):
+        get_profile("fast")
+
+
+def test_replace_validates_and_keeps_the_original():
+    ci = get_profile("ci")
+    changed = ci.replace(epochs=2, split={"buffer_m": 0.0})
+    assert changed.epochs == 2 and changed.split.buffer_m == 0.0 and changed.split.block_size_m == 2560.0
+    assert ci.epochs == 5 and ci.split.buffer_m == 320.0  # frozen: the named profile is unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ci.epochs = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        ci.replace(epoch=3)
+    with pytest.raises(ValueError, match="tile_size"):
+        ci.replace(tile_size=100)
+    with pytest.raises(ValueError, match="scheduler"):
+        ci.replace(scheduler="step")
+    with pytest.raises(ValueError, match="models"):
+        ci.replace(models=("cryonet", "fcn"))
+    with pytest.raises(ValueError, match="val_fraction"):
+        ci.replace(split={"val_fraction": 0.6, "test_fraction": 0.5})
+
+
+def test_from_dict_names_unknown_and_missing_fields():
+    data = get_profile("ci").to_dict()
+    data["colour"] = "blue"
+    del data["lr"]
+    with pytest.raises(ValueError, match=r"unknown fields \['colour'\], missing fields \['lr'\]"):
+        Profile.from_dict(data)

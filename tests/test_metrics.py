@@ -1,0 +1,187 @@
+"""Metrics against scikit-learn, zero-division rules, bootstrap intervals and outline distances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+from sklearn import metrics as skm
+from skimage.segmentation import find_boundaries
+
+from cryonet import metrics
+from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA
+
+LABELS = list(range(len(CLASSES)))
+
+
+@pytest.fixture
+def labels() -> tuple[np.ndarray, np.ndarray]:
+    """Random (2, 48, 48) reference with ~10 % ignored pixels and a prediction that is right ~60 % of the time."""
+    rng = np.random.default_rng(42)
+    y_true = rng.choice(4, size=(2, 48, 48), p=[0.55, 0.2, 0.15, 0.1]).astype(np.uint8)
+    y_pred = np.where(rng.random(y_true.shape) < 0.6, y_true, rng.integers(0, 4, y_true.shape)).astype(np.uint8)
+    y_true[rng.random(y_true.shape) < 0.1] = LABEL_NODATA
+    return y_true, y_pred
+
+
+def _valid(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = y_true != LABEL_NODATA
+    return y_true[keep], y_pred[keep]
+
+
+def test_confusion_matrix_matches_sklearn(labels):
+    y_true, y_pred = labels
+    cm = metrics.confusion_matrix(y_true, y_pred)
+    t, p = _valid(y_true, y_pred)
+    assert cm.dtype == np.int64 and cm.shape == (4, 4)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(t, p, labels=LABELS))
+    assert cm.sum() == (y_true != LABEL_NODATA).sum() < y_true.size
+
+
+def test_class_metrics_match_sklearn(labels):
+    y_true, y_pred = labels
+    t, p = _valid(y_true, y_pred)
+    df = metrics.class_metrics(metrics.confusion_matrix(y_true, y_pred))
+    assert list(df.index) == list(CLASSES)
+    np.testing.assert_allclose(df["iou"], skm.jaccard_score(t, p, labels=LABELS, average=None))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=LABELS)
+    np.testing.assert_allclose(df["precision"], prec)
+    np.testing.assert_allclose(df["recall"], rec)
+    np.testing.assert_allclose(df["f1"], f1)
+    np.testing.assert_array_equal(df["support"], support)
+    np.testing.assert_array_equal(df["predicted"], np.bincount(p, minlength=4))
+
+
+def test_summary_matches_sklearn(labels):
+    y_true, y_pred = labels
+    t, p = _valid(y_true, y_pred)
+    s = metrics.summary(metrics.confusion_matrix(y_true, y_pred))
+    glacier = [CLASSES.index(c) for c in GLACIER_CLASSES]
+    assert s["pixel_accuracy"] == pytest.approx(skm.accuracy_score(t, p))
+    assert s["miou_all"] == pytest.approx(skm.jaccard_score(t, p, labels=LABELS, average="macro"))
+    assert s["miou_glacier"] == pytest.approx(skm.jaccard_score(t, p, labels=glacier, average="macro"))
+    assert s["overall_iou_glacier"] == s["miou_glacier"] and s["overall_iou_all"] == s["miou_all"]
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=glacier, average="macro")
+    assert (s["mean_precision_glacier"], s["mean_recall_glacier"], s["mean_f1_glacier"]) == pytest.approx(
+        (prec, rec, f1)
+    )
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(t, p, labels=LABELS, average="macro")
+    assert (s["mean_precision_all"], s["mean_recall_all"], s["mean_f1_all"]) == pytest.approx((prec, rec, f1))
+    # glacier vs background, pooled: binary IoU of "class > 0"
+    assert s["glacier_union_iou"] == pytest.approx(skm.jaccard_score(t > 0, p > 0))
+    assert s["kappa"] == pytest.approx(skm.cohen_kappa_score(t, p))
+    assert s["n_pixels"] == t.size
+
+
+def test_class_absent_and_one_sided_classes():
+    # lake (3) absent from both; debris (2) only in the reference; clean_ice (1) only predicted.
+    y_true = np.array([0, 0, 0, 2, 2, 0, 0, 255])
+    y_pred = np.array([0, 0, 1, 0, 0, 0, 1, 3])  # the 3 sits on an ignored pixel: not counted
+    cm = metrics.confusion_matrix(y_true, y_pred)
+    df = metrics.class_metrics(cm)
+    assert df.loc["lake"].drop(["support", "predicted"]).isna().all()
+    # present on one side only: undefined ratios are 0, as scikit-learn with zero_division=0
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(y_true[:7], y_pred[:7], labels=[0, 1, 2], zero_division=0)
+    np.testing.assert_allclose(df["precision"].iloc[:3], prec)
+    np.testing.assert_allclose(df["recall"].iloc[:3], rec)
+    np.testing.assert_allclose(df["f1"].iloc[:3], f1)
+    assert df.loc["debris", "iou"] == 0 and df.loc["clean_ice", "iou"] == 0
+    s = metrics.summary(cm)
+    # lake is left out of the means: glacier mean over clean_ice and debris (both 0), all-class mean over 3 classes
+    assert s["miou_glacier"] == 0.0
+    assert s["miou_all"] == pytest.approx(df.loc["background", "iou"] / 3)
+    assert s["mean_recall_all"] == pytest.approx(rec.mean())
+
+
+def test_summary_of_empty_matrix_is_nan():
+    s = metrics.summary(np.zeros((4, 4), dtype=np.int64))
+    assert np.isnan(s["pixel_accuracy"]) and np.isnan(s["miou_glacier"]) and np.isnan(s["glacier_union_iou"])
+    assert s["n_pixels"] == 0
+
+
+def test_confusion_matrix_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.confusion_matrix(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"y_pred has 1 counted pixels"):
+        metrics.confusion_matrix(np.array([0, 1]), np.array([0, 7]))
+    with pytest.raises(ValueError, match=r"y_true"):
+        metrics.confusion_matrix(np.array([0, 5]), np.array([0, 1]))
+
+
+def _tile_cms(n_tiles: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cms = []
+    for _ in range(n_tiles):
+        acc = rng.uniform(0.5, 0.9)  # tiles differ in difficulty
+        t = rng.integers(0, 4, size=(16, 16))
+        p = np.where(rng.random(t.shape) < acc, t, rng.integers(0, 4, t.shape))
+        cms.append(metrics.confusion_matrix(t, p))
+    return np.stack(cms)
+
+
+def _miou(cm: np.ndarray) -> float:
+    return metrics.summary(cm)["miou_glacier"]
+
+
+def test_bootstrap_ci_contains_estimate_and_is_reproducible():
+    cms = _tile_cms(40, seed=1)
+    est, low, high = metrics.bootstrap_ci(cms, _miou, n_boot=300, seed=3)
+    assert est == pytest.approx(_miou(cms.sum(axis=0)))
+    assert low < est < high
+    assert metrics.bootstrap_ci(cms, _miou, n_boot=300, seed=3) == (est, low, high)
+    assert metrics.bootstrap_ci(cms, _miou, n_boot=300, seed=4) != (est, low, high)
+
+
+def test_bootstrap_ci_matches_a_loop_over_resampled_tiles():
+    # independent reference: plain resampling of tile indices with replacement, many replicates
+    cms = _tile_cms(30, seed=2)
+    rng = np.random.default_rng(0)
+    ref = [_miou(cms[rng.integers(0, 30, 30)].sum(axis=0)) for _ in range(2000)]
+    _, low, high = metrics.bootstrap_ci(cms, _miou, n_boot=2000, seed=0)
+    ref_low, ref_high = np.quantile(ref, [0.025, 0.975])
+    width = ref_high - ref_low
+    assert abs(low - ref_low) < 0.15 * width and abs(high - ref_high) < 0.15 * width
+
+
+def test_bootstrap_ci_shrinks_with_more_tiles():
+    small = metrics.bootstrap_ci(_tile_cms(10, seed=5), _miou, n_boot=300)
+    large = metrics.bootstrap_ci(_tile_cms(160, seed=5), _miou, n_boot=300)
+    assert (large[2] - large[1]) < 0.6 * (small[2] - small[1])
+
+
+def test_boundary_distance_of_offset_edges_is_the_offset():
+    # two straight outlines 4 columns apart: every boundary pixel is exactly 4 x 10 m from the other outline
+    t = np.zeros((32, 40), dtype=bool)
+    p = np.zeros_like(t)
+    t[:, :15] = True
+    p[:, :19] = True
+    d = metrics.boundary_distance(t, p, res=10.0)
+    assert d["mean_m"] == pytest.approx(40.0) and d["p95_m"] == pytest.approx(40.0)
+    assert d["n_true"] == d["n_pred"] == 32  # the array edge is not a boundary
+    # anisotropic pixels: the offset is along columns, so the column size counts
+    assert metrics.boundary_distance(t, p, res=(10.0, 20.0))["mean_m"] == pytest.approx(80.0)
+
+
+def test_boundary_distance_of_offset_squares_matches_brute_force():
+    t = np.zeros((48, 48), dtype=bool)
+    p = np.zeros_like(t)
+    t[10:30, 10:30] = True
+    p[13:33, 14:34] = True  # shifted by (3, 4) pixels = 50 m at 10 m
+    d = metrics.boundary_distance(t, p, res=10.0)
+    bt = np.argwhere(find_boundaries(t, mode="inner", connectivity=1)) * 10.0
+    bp = np.argwhere(find_boundaries(p, mode="inner", connectivity=1)) * 10.0
+    dist = cdist(bt, bp)
+    pooled = np.concatenate([dist.min(axis=1), dist.min(axis=0)])
+    assert d["mean_m"] == pytest.approx(pooled.mean())
+    assert d["p95_m"] == pytest.approx(np.percentile(pooled, 95))
+    assert d["max_m"] == pytest.approx(50.0)  # Hausdorff distance of a shifted square = the shift length
+    # a pure shift along columns gives the known offset as the Hausdorff distance too
+    assert metrics.boundary_distance(t, np.roll(t, 3, axis=1), res=10.0)["max_m"] == pytest.approx(30.0)
+
+
+def test_boundary_distance_empty_masks():
+    empty = np.zeros((16, 16), dtype=bool)
+    square = empty.copy()
+    square[4:10, 4:10] = True
+    assert np.isnan(metrics.boundary_distance(empty, empty, 10.0)["mean_m"])
+    assert np.isinf(metrics.boundary_distance(square, empty, 10.0)["mean_m"])
