@@ -1,0 +1,798 @@
+"""GLCM (grey-level co-occurrence matrix) texture features over a sliding window.
+
+Every output pixel holds the Haralick-type features of the window centred on it, defined *exactly* as
+scikit-image defines them: for the ``window × window`` patch of the quantised image,
+
+.. code-block:: python
+
+    P = skimage.feature.graycomatrix(patch, distances, np.deg2rad(angles), levels, symmetric=True, normed=True)
+    value = skimage.feature.graycoprops(P, prop).mean()      # averaged over the (distance, angle) axes
+
+so only pixel pairs lying entirely inside the window are counted, the matrix is symmetric and normalised, the
+entropy uses the natural logarithm, ``mean``/``variance`` are those of the GLCM's row marginal, and the correlation of
+a window whose marginal variance is zero (a constant patch) is 1, as scikit-image returns. The pair offset of
+``(distance, angle)`` is the one scikit-image's ``graycomatrix`` uses (angle 0 pairs a pixel with its right-hand
+neighbour; the row offset is ``round(sin(angle) * distance)`` with rows counted downwards); it is read off
+scikit-image itself (:func:`pair_offsets`), so the two cannot disagree on how a half-way value rounds.
+
+Why a hand-written kernel: scikit-image computes one GLCM per call; looping it over every pixel costs
+``O(levels²)`` per pixel and a Python call per window (~10 minutes for a 512² image). Here a numba kernel slides the
+window along each row: when it moves one column, the pairs of the leaving column are removed and those of the
+entering column added, both from the symmetric co-occurrence counts and from running sums from which every feature
+follows in closed form (``Σ|i-j|``, ``Σ1/(1+(i-j)²)``, ``Σ(i+j)``, ``Σ(i²+j²)``, ``Σij``, ``ΣC²`` and ``ΣC·ln C`` over
+the count matrix). The cost per pixel is ``O(window × offsets)``, independent of ``levels``. All running sums are
+integers (the two non-integer ones, ``1/(1+δ²)`` and ``c·ln c``, in fixed point with a 2⁻³⁶-ish resolution), so there
+is no floating-point drift along a row and a pixel's value does not depend on where a tile or a row started: the
+numpy, dask and file versions agree bit for bit.
+
+Missing data: a window that contains a nodata pixel (NaN in a float input, or ``True`` in ``nodata_mask``), and a
+window that extends past the image edge, yields NaN. The first and last ``window // 2`` rows and columns are NaN.
+
+Quantisation (:func:`quantize`) is explicit and global: an integer raster whose valid values all lie in
+``[0, levels)`` is used as is; anything else is scaled linearly,
+``q = clip(floor((x - vmin) / (vmax - vmin) * levels), 0, levels - 1)``, with ``vmin``/``vmax`` defaulting to the 2nd
+and 98th percentiles of the valid pixels. Tiled callers (:func:`glcm_features_dask`, :func:`texture_file`) fix
+``vmin``/``vmax`` once for the whole raster before tiling, so that a tile boundary never changes a value.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numba
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array as da
+    import rasterio.io
+
+logger = logging.getLogger(__name__)
+
+#: Feature names, in output band order; the names are scikit-image's ``graycoprops`` property names.
+ALL_FEATURES: Final[tuple[str, ...]] = (
+    "contrast",
+    "dissimilarity",
+    "homogeneity",
+    "ASM",
+    "energy",
+    "entropy",
+    "correlation",
+    "mean",
+    "variance",
+)
+#: Default sliding-window edge length, pixels (odd).
+DEFAULT_WINDOW: Final[int] = 7
+#: Default number of grey levels.
+DEFAULT_LEVELS: Final[int] = 32
+#: Default pair distances, pixels.
+DEFAULT_DISTANCES: Final[tuple[int, ...]] = (1,)
+#: Default pair angles, degrees (scikit-image's convention: 0 = right-hand neighbour).
+DEFAULT_ANGLES: Final[tuple[float, ...]] = (0.0, 45.0, 90.0, 135.0)
+#: Percentiles of the valid pixels that become ``vmin``/``vmax`` when none are given.
+DEFAULT_PERCENTILES: Final[tuple[float, float]] = (2.0, 98.0)
+#: At most this many pixels are used to estimate percentile limits of a large raster (a regular decimation).
+PERCENTILE_SAMPLE: Final[int] = 4_000_000
+
+_FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(ALL_FEATURES)}
+_MAX_LEVELS: Final[int] = 65536
+# Running sums kept per pair offset, in this order (see _pair_update).
+_N_ACC: Final[int] = 7
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Parameters
+# ------------------------------------------------------------------------------------------------------------------
+def _check_window(window: int) -> int:
+    if int(window) != window or window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd number of pixels (3, 5, 7, ...), got {window!r}")
+    return int(window)
+
+
+def _check_levels(levels: int) -> int:
+    if int(levels) != levels or not 2 <= levels <= _MAX_LEVELS:
+        raise ValueError(f"levels must be an integer in [2, {_MAX_LEVELS}], got {levels!r}")
+    return int(levels)
+
+
+def _check_distances(distances: Sequence[int] | int) -> tuple[int, ...]:
+    ds = (distances,) if isinstance(distances, int | np.integer) else tuple(distances)
+    if not ds or any(int(d) != d or d < 1 for d in ds):
+        raise ValueError(f"distances must be a non-empty sequence of positive integers (pixels), got {distances!r}")
+    return tuple(int(d) for d in ds)
+
+
+def _check_angles(angles: Sequence[float] | float) -> tuple[float, ...]:
+    an = (angles,) if isinstance(angles, int | float | np.number) else tuple(angles)
+    if not an or not all(np.isfinite(a) for a in an):
+        raise ValueError(f"angles must be a non-empty sequence of finite angles in degrees, got {angles!r}")
+    return tuple(float(a) for a in an)
+
+
+def _check_features(features: Sequence[str] | str) -> tuple[str, ...]:
+    fs = (features,) if isinstance(features, str) else tuple(features)
+    unknown = [f for f in fs if f not in _FEATURE_INDEX]
+    if not fs or unknown:
+        raise ValueError(f"unknown GLCM feature(s) {unknown or fs!r}; choose from {', '.join(ALL_FEATURES)}")
+    return fs
+
+
+def halo(window: int, distances: Sequence[int] | int = DEFAULT_DISTANCES) -> int:
+    """The margin, in pixels, that a caller computing features tile by tile must add around each tile.
+
+    A feature depends only on the pixels of its window (pairs must lie entirely inside the window, as in
+    scikit-image's GLCM of the window patch), so the margin is ``window // 2`` whatever the pair distances;
+    ``distances`` is validated so that a caller passes the same parameters as to :func:`glcm_features`.
+
+    Args:
+        window: Odd window edge length, pixels.
+        distances: Pair distances, pixels.
+
+    Returns:
+        The halo width in pixels.
+    """
+    _check_distances(distances)
+    return _check_window(window) // 2
+
+
+@functools.lru_cache(maxsize=256)
+def _skimage_offset(distance: int, angle_deg: float) -> tuple[int, int]:
+    """The ``(row, col)`` pair offset that scikit-image's ``graycomatrix`` uses for one (distance, angle).
+
+    Read off scikit-image itself on a probe image of distinct values, so that the rounding of half-way values
+    (``round`` in its Cython loop, which is neither Python's nor numpy's) is reproduced exactly.
+    """
+    from skimage.feature import graycomatrix
+
+    n = 2 * distance + 1
+    probe = np.arange(n * n, dtype=np.uint16).reshape(n, n)
+    P = graycomatrix(probe, [distance], [math.radians(angle_deg)], levels=n * n)[:, :, 0, 0]
+    i, j = np.nonzero(P)
+    if i.size == 0:  # pragma: no cover - an offset never exceeds the probe for a distance >= 1
+        raise RuntimeError(f"could not determine scikit-image's pair offset for distance {distance}, angle {angle_deg}")
+    (ri, ci), (rj, cj) = divmod(int(i[0]), n), divmod(int(j[0]), n)
+    return rj - ri, cj - ci
+
+
+def pair_offsets(
+    distances: Sequence[int] | int = DEFAULT_DISTANCES, angles: Sequence[float] | float = DEFAULT_ANGLES
+) -> list[tuple[int, int]]:
+    """The ``(row, col)`` pixel offsets of every (distance, angle) combination, distance-major, as scikit-image.
+
+    Args:
+        distances: Pair distances, pixels.
+        angles: Pair angles, degrees; 0 is the right-hand neighbour ``(0, +d)``, 90 the pixel ``d`` rows *below*
+            (scikit-image's ``graycomatrix`` adds ``round(sin(angle) * d)`` to the row index).
+
+    Returns:
+        One ``(drow, dcol)`` per (distance, angle), in the order ``[(d0, a0), (d0, a1), ..., (d1, a0), ...]``.
+    """
+    return [_skimage_offset(d, a) for d in _check_distances(distances) for a in _check_angles(angles)]
+
+
+def _canonical_offsets(offsets: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct offsets up to sign (a symmetric GLCM of ``o`` equals that of ``-o``) and their multiplicities."""
+    counts: dict[tuple[int, int], int] = {}
+    for dr, dc in offsets:
+        if dr < 0 or (dr == 0 and dc < 0):
+            dr, dc = -dr, -dc
+        counts[(dr, dc)] = counts.get((dr, dc), 0) + 1
+    keys = list(counts)
+    return np.array(keys, dtype=np.int64).reshape(-1, 2), np.array([counts[k] for k in keys], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Quantisation
+# ------------------------------------------------------------------------------------------------------------------
+def _valid_mask(image: np.ndarray, nodata_mask: np.ndarray | None) -> np.ndarray:
+    valid = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else np.ones(image.shape, dtype=bool)
+    if nodata_mask is not None:
+        mask = np.asarray(nodata_mask, dtype=bool)
+        if mask.shape != image.shape:
+            raise ValueError(f"nodata_mask has shape {mask.shape}, expected the image's shape {image.shape}")
+        valid &= ~mask
+    return valid
+
+
+def _integer_in_range(image: np.ndarray, valid: np.ndarray, levels: int) -> bool:
+    if not np.issubdtype(image.dtype, np.integer):
+        return False
+    vals = image[valid]
+    return vals.size == 0 or (int(vals.min()) >= 0 and int(vals.max()) < levels)
+
+
+def quantization_limits(
+    image: np.ndarray,
+    levels: int = DEFAULT_LEVELS,
+    *,
+    nodata_mask: np.ndarray | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> tuple[float, float] | None:
+    """The ``(vmin, vmax)`` that :func:`quantize` uses by default, or None where the image is used as is.
+
+    Args:
+        image: ``(rows, cols)`` raster (or a decimated sample of one); NaN marks missing data in float input.
+        levels: Number of grey levels.
+        nodata_mask: ``(rows, cols)`` boolean, True where data are missing.
+        percentiles: The percentiles of the valid pixels that become ``vmin`` and ``vmax``.
+
+    Returns:
+        None for an integer raster whose valid values all lie in ``[0, levels)``; otherwise the percentiles of the
+        valid pixels (``(0.0, 0.0)`` when there is no valid pixel).
+    """
+    image = np.asarray(image)
+    levels = _check_levels(levels)
+    valid = _valid_mask(image, nodata_mask)
+    if _integer_in_range(image, valid, levels):
+        return None
+    vals = image[valid]
+    if vals.size == 0:
+        return (0.0, 0.0)
+    lo, hi = np.percentile(vals.astype(np.float64, copy=False), percentiles)
+    return float(lo), float(hi)
+
+
+def quantize(
+    image: np.ndarray,
+    levels: int = DEFAULT_LEVELS,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    *,
+    nodata_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Quantise a raster to the integer grey levels ``0 .. levels-1`` that the GLCM counts.
+
+    * An integer raster whose valid values all lie in ``[0, levels)`` is used as is (when neither ``vmin`` nor
+      ``vmax`` is given).
+    * Otherwise ``q = clip(floor((x - vmin) / (vmax - vmin) * levels), 0, levels - 1)``, computed in float64: the
+      range ``[vmin, vmax]`` is cut into ``levels`` equal bins, ``x == vmax`` falls in the top bin, and values
+      outside the range go to the first or last level. A missing limit is the 2nd (``vmin``) or 98th (``vmax``)
+      percentile of the valid pixels. Where ``vmax == vmin``, pixels ``<= vmin`` get level 0 and the others
+      ``levels - 1``.
+    * Missing pixels (NaN, or True in ``nodata_mask``) get level 0; :func:`glcm_features` masks their windows.
+
+    Args:
+        image: ``(rows, cols)`` raster, any real dtype.
+        levels: Number of grey levels, 2..65536.
+        vmin: Value mapped to the bottom of level 0 (in the image's units).
+        vmax: Value mapped to the top of level ``levels - 1``.
+        nodata_mask: ``(rows, cols)`` boolean, True where data are missing.
+
+    Returns:
+        ``(rows, cols)`` uint8 array (uint16 when ``levels > 256``).
+
+    Raises:
+        ValueError: ``vmax < vmin``, or an invalid ``levels``.
+    """
+    image = np.asarray(image)
+    levels = _check_levels(levels)
+    if image.ndim != 2:
+        raise ValueError(f"expected a (rows, cols) raster, got an array of shape {image.shape}")
+    out_dtype = np.uint8 if levels <= 256 else np.uint16
+    valid = _valid_mask(image, nodata_mask)
+    if vmin is None and vmax is None and _integer_in_range(image, valid, levels):
+        return np.where(valid, image, 0).astype(out_dtype)
+    if vmin is None or vmax is None:
+        limits = quantization_limits(image, levels, nodata_mask=nodata_mask)
+        if limits is None:  # an integer raster in range, but one limit was given
+            vals = image[valid]
+            limits = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 0.0)
+        vmin = limits[0] if vmin is None else vmin
+        vmax = limits[1] if vmax is None else vmax
+    vmin, vmax = float(vmin), float(vmax)
+    if not (np.isfinite(vmin) and np.isfinite(vmax)) or vmax < vmin:
+        raise ValueError(f"quantisation limits must be finite with vmin <= vmax, got vmin={vmin}, vmax={vmax}")
+    x = np.where(valid, image, vmin).astype(np.float64, copy=False)
+    if vmax > vmin:
+        q = np.floor((x - vmin) / (vmax - vmin) * levels)
+    else:
+        q = np.where(x <= vmin, 0.0, levels - 1.0)
+    q = np.clip(q, 0, levels - 1)
+    q[~valid] = 0
+    return q.astype(out_dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The numba kernel
+# ------------------------------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _pair_update(C, acc, k, i, j, sgn, need_matrix, hom_tab, xlogx):  # noqa: ANN001, ANN202
+    """Add (``sgn=+1``) or remove (``-1``) the unordered pixel pair ``(i, j)`` of offset ``k``.
+
+    ``acc[k]`` holds, over the pairs of the window: Σ|i-j|, Σ hom(|i-j|) (fixed point), Σ(i+j), Σ(i²+j²), Σij,
+    ΣC² and ΣC·ln C (fixed point) over the symmetric count matrix ``C[k]`` (a pair adds 1 to ``C[i,j]`` and to
+    ``C[j,i]``, i.e. 2 to ``C[i,i]`` when ``i == j``).
+    """
+    ad = i - j if i >= j else j - i
+    acc[k, 0] += sgn * ad
+    acc[k, 1] += sgn * hom_tab[ad]
+    acc[k, 2] += sgn * (i + j)
+    acc[k, 3] += sgn * (i * i + j * j)
+    acc[k, 4] += sgn * (i * j)
+    if need_matrix:
+        if i == j:
+            c = np.int64(C[k, i, i])
+            if sgn > 0:
+                acc[k, 5] += 4 * c + 4
+                acc[k, 6] += xlogx[c + 2] - xlogx[c]
+                C[k, i, i] = c + 2
+            else:
+                acc[k, 5] += 4 - 4 * c
+                acc[k, 6] += xlogx[c - 2] - xlogx[c]
+                C[k, i, i] = c - 2
+        else:
+            c = np.int64(C[k, i, j])
+            if sgn > 0:
+                acc[k, 5] += 4 * c + 2
+                acc[k, 6] += 2 * (xlogx[c + 1] - xlogx[c])
+                C[k, i, j] = c + 1
+                C[k, j, i] = c + 1
+            else:
+                acc[k, 5] += 2 - 4 * c
+                acc[k, 6] += 2 * (xlogx[c - 1] - xlogx[c])
+                C[k, i, j] = c - 1
+                C[k, j, i] = c - 1
+
+
+def _glcm_rows(q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out):  # noqa: ANN001, ANN202, D103
+    # Rows of window centres are split into ``n_strips`` strips run in parallel (prange); ``n_strips=1`` runs on the
+    # calling thread only (inside dask tasks, which already run one per core).
+    rows, cols = q.shape
+    r = window // 2
+    n_off = offsets.shape[0]
+    y0, y1 = r, rows - r
+    x0, x1 = r, cols - r
+    if y1 <= y0 or x1 <= x0:
+        return
+    nrows = y1 - y0
+    # Per offset: pairs per window (constant for full windows), anchor-column shifts and ln(2n).
+    npairs = np.zeros(n_off, np.int64)
+    for k in range(n_off):
+        dr, dc = offsets[k, 0], offsets[k, 1]
+        npairs[k] = max(window - dr, 0) * max(window - abs(dc), 0)
+    total_w = 0.0
+    for k in range(n_off):
+        total_w += weights[k]
+    msize = levels if need_matrix else 1
+    n_sel = sel.shape[0]
+    for s in numba.prange(n_strips):
+        ya = y0 + (s * nrows) // n_strips
+        yb = y0 + ((s + 1) * nrows) // n_strips
+        C = np.zeros((n_off, msize, msize), np.int32)
+        acc = np.zeros((n_off, _N_ACC), np.int64)
+        res = np.zeros(9, np.float64)
+        for y in range(ya, yb):
+            acc[:, :] = 0
+            for x in range(x0, x1):
+                for k in range(n_off):
+                    n = npairs[k]
+                    if n == 0:
+                        continue
+                    dr, dc = offsets[k, 0], offsets[k, 1]
+                    cl = max(0, -dc)
+                    ch = max(0, dc)
+                    if x == x0:  # a fresh window at the start of each row: every pair from scratch
+                        for a in range(y - r, y + r + 1 - dr):
+                            for b in range(x - r + cl, x + r - ch + 1):
+                                _pair_update(C, acc, k, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), 1,
+                                             need_matrix, hom_tab, xlogx)
+                    else:  # slide one column: drop the leaving anchor column, add the entering one
+                        bo = x - 1 - r + cl
+                        bn = x + r - ch
+                        for a in range(y - r, y + r + 1 - dr):
+                            _pair_update(C, acc, k, np.int64(q[a, bo]), np.int64(q[a + dr, bo + dc]), -1,
+                                         need_matrix, hom_tab, xlogx)
+                            _pair_update(C, acc, k, np.int64(q[a, bn]), np.int64(q[a + dr, bn + dc]), 1,
+                                         need_matrix, hom_tab, xlogx)
+                # Features of this window, averaged over offsets (weighted by how many (d, angle) map to each).
+                res[:] = 0.0
+                for k in range(n_off):
+                    w = weights[k]
+                    n = npairs[k]
+                    if n == 0:  # no pair fits: scikit-image's empty GLCM gives 0 everywhere, correlation 1
+                        res[6] += w
+                        continue
+                    n2 = 2 * n
+                    s1 = acc[k, 2]
+                    s2 = acc[k, 3]
+                    s12 = acc[k, 4]
+                    res[0] += w * ((s2 - 2 * s12) / n)
+                    res[1] += w * (acc[k, 0] / n)
+                    res[2] += w * (acc[k, 1] * inv_scale / n)
+                    if need_matrix:
+                        asm = acc[k, 5] / (n2 * n2)
+                        res[3] += w * asm
+                        res[4] += w * math.sqrt(asm)
+                        res[5] += w * max(0.0, math.log(n2) - acc[k, 6] * inv_scale / n2)  # >= 0; no -1e-15 from rounding
+                    var_num = s2 * n2 - s1 * s1  # exact integers: zero only for a constant marginal
+                    if var_num == 0:
+                        res[6] += w
+                    else:
+                        res[6] += w * ((2 * s12 * n2 - s1 * s1) / var_num)
+                    res[7] += w * (s1 / n2)
+                    res[8] += w * (var_num / (n2 * n2))
+                for f in range(n_sel):
+                    out[f, y, x] = res[sel[f]] / total_w
+            # Empty the count matrices by removing the row's last window (cheaper than zeroing levels² entries).
+            if need_matrix:
+                x = x1 - 1
+                for k in range(n_off):
+                    if npairs[k] == 0:
+                        continue
+                    dr, dc = offsets[k, 0], offsets[k, 1]
+                    cl = max(0, -dc)
+                    ch = max(0, dc)
+                    for a in range(y - r, y + r + 1 - dr):
+                        for b in range(x - r + cl, x + r - ch + 1):
+                            _pair_update(C, acc, k, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), -1,
+                                         need_matrix, hom_tab, xlogx)
+
+
+_glcm_kernel = numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)(_glcm_rows)
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(window: int, levels: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fixed-point tables of ``1/(1+δ²)`` and ``c·ln c`` and the scale that keeps every sum inside int64.
+
+    Fixed point instead of float64 running sums: integer additions and subtractions are exact, so removing a pair
+    restores the sum bit for bit (no drift along a row) and results do not depend on where a row or tile started.
+    """
+    n2max = 2 * window * window
+    bound = max(n2max * math.log(max(n2max, 2)), float(n2max))  # max of Σ C ln C and of n·1 (homogeneity)
+    shift = min(40, int(math.floor(math.log2(2.0**61 / bound))))
+    scale = float(2**shift)
+    hom = np.round(scale / (1.0 + np.arange(levels, dtype=np.float64) ** 2)).astype(np.int64)
+    c = np.arange(n2max + 3, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogx = np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
+    return hom, np.round(xlogx * scale).astype(np.int64), 1.0 / scale
+
+
+def _run_kernel(
+    q: np.ndarray,
+    window: int,
+    levels: int,
+    offsets: Sequence[tuple[int, int]],
+    features: tuple[str, ...],
+    *,
+    parallel: bool,
+) -> np.ndarray:
+    """Features of every full window of the quantised image ``q``; NaN where the window leaves the image."""
+    rows, cols = q.shape
+    canon, weights = _canonical_offsets(offsets)
+    sel = np.array([_FEATURE_INDEX[f] for f in features], dtype=np.int64)
+    need_matrix = any(f in ("ASM", "energy", "entropy") for f in features)
+    max_n2 = 2 * window * window
+    if max_n2 * max_n2 * float(levels - 1) ** 2 >= 2.0**62:
+        raise ValueError(f"window {window} with {levels} levels would overflow the integer sums; use fewer levels")
+    hom, xlogx, inv_scale = _tables(window, levels)
+    out = np.full((len(features), rows, cols), np.nan, dtype=np.float32)
+    n_centres = max(rows - 2 * (window // 2), 0)
+    n_strips = max(1, min(n_centres, 8 * numba.get_num_threads())) if parallel else 1
+    _glcm_kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, xlogx, inv_scale,
+           n_strips, out)
+    return out
+
+
+def _mask_nodata_windows(out: np.ndarray, invalid: np.ndarray, window: int) -> None:
+    """Set to NaN every pixel whose window contains an invalid pixel (a box count via a summed-area table)."""
+    if not invalid.any():
+        return
+    r = window // 2
+    rows, cols = invalid.shape
+    sat = np.zeros((rows + 1, cols + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(invalid, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    ys = np.arange(rows)
+    xs = np.arange(cols)
+    y_lo, y_hi = np.clip(ys - r, 0, rows), np.clip(ys + r + 1, 0, rows)
+    x_lo, x_hi = np.clip(xs - r, 0, cols), np.clip(xs + r + 1, 0, cols)
+    count = (sat[y_hi][:, x_hi] - sat[y_lo][:, x_hi] - sat[y_hi][:, x_lo] + sat[y_lo][:, x_lo])
+    out[:, count > 0] = np.nan
+
+
+def _features_of_block(
+    image: np.ndarray,
+    nodata_mask: np.ndarray | None,
+    window: int,
+    levels: int,
+    offsets: Sequence[tuple[int, int]],
+    features: tuple[str, ...],
+    vmin: float | None,
+    vmax: float | None,
+    parallel: bool,
+) -> np.ndarray:
+    valid = _valid_mask(image, nodata_mask)
+    q = quantize(image, levels, vmin, vmax, nodata_mask=~valid)
+    out = _run_kernel(q, window, levels, offsets, features, parallel=parallel)
+    _mask_nodata_windows(out, ~valid, window)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Public API
+# ------------------------------------------------------------------------------------------------------------------
+def glcm_features(
+    image: np.ndarray,
+    *,
+    window: int = DEFAULT_WINDOW,
+    levels: int = DEFAULT_LEVELS,
+    distances: Sequence[int] | int = DEFAULT_DISTANCES,
+    angles: Sequence[float] | float = DEFAULT_ANGLES,
+    features: Sequence[str] | str = ALL_FEATURES,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    nodata_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """GLCM texture features of every pixel's ``window × window`` neighbourhood.
+
+    Each value equals scikit-image's ``graycoprops(graycomatrix(patch, distances, radians(angles), levels,
+    symmetric=True, normed=True), feature)`` of the quantised window patch, averaged over all (distance, angle)
+    combinations (see the module docstring). Runs in parallel over row strips on numba's threads
+    (``numba.set_num_threads`` limits them).
+
+    Args:
+        image: ``(rows, cols)`` raster; NaN marks missing data in float input.
+        window: Odd window edge length, pixels.
+        levels: Number of grey levels the image is quantised to (see :func:`quantize`).
+        distances: Pair distances, pixels.
+        angles: Pair angles, degrees (0 = right-hand neighbour, 45, 90 = pixel below, 135 as scikit-image).
+        features: Names from :data:`ALL_FEATURES`, in the output order wanted.
+        vmin: Lower quantisation limit (default: 2nd percentile of valid pixels, unless the image is an integer
+            raster already in ``[0, levels)``).
+        vmax: Upper quantisation limit (default: 98th percentile).
+        nodata_mask: ``(rows, cols)`` boolean, True where data are missing.
+
+    Returns:
+        ``(len(features), rows, cols)`` float32; NaN where the window extends past the image edge or contains a
+        missing pixel. Units: contrast in (grey levels)², dissimilarity and mean in grey levels, variance in
+        (grey levels)², the others dimensionless (entropy in nats).
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a (rows, cols) raster, got an array of shape {image.shape}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"expected a numeric raster (integer or float), got dtype {image.dtype}")
+    window = _check_window(window)
+    levels = _check_levels(levels)
+    feats = _check_features(features)
+    offsets = pair_offsets(distances, angles)
+    return _features_of_block(image, nodata_mask, window, levels, offsets, feats, vmin, vmax, parallel=True)
+
+
+def _sample_step(shape: tuple[int, int], max_pixels: int = PERCENTILE_SAMPLE) -> int:
+    """Regular decimation step so that a ``shape`` raster read every ``step`` pixels has <= ``max_pixels``."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / max_pixels)))
+
+
+def glcm_features_dask(
+    darr: da.Array,
+    *,
+    window: int = DEFAULT_WINDOW,
+    levels: int = DEFAULT_LEVELS,
+    distances: Sequence[int] | int = DEFAULT_DISTANCES,
+    angles: Sequence[float] | float = DEFAULT_ANGLES,
+    features: Sequence[str] | str = ALL_FEATURES,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    nodata_mask: da.Array | np.ndarray | None = None,
+) -> da.Array:
+    """Lazy, chunked :func:`glcm_features` of a dask array (``dask.array.map_overlap``).
+
+    Quantisation limits are fixed for the whole array *before* tiling: pass ``vmin``/``vmax``, or they are computed
+    once here (this computes part of the graph): for an integer array whose valid values all lie in
+    ``[0, levels)`` (checked with a global min/max) the values are used as is, otherwise the 2nd/98th percentiles
+    are taken from a regular decimation of the array (every ``s``-th row and column, ``s`` chosen so that at most
+    :data:`PERCENTILE_SAMPLE` pixels are read; ``s = 1``, i.e. identical to :func:`glcm_features`, for arrays up to
+    that size). Each chunk is extended by :func:`halo` pixels from its neighbours; outside the array the overlap
+    is marked missing, so edge windows are NaN exactly as in the numpy version, and every value equals
+    :func:`glcm_features` bit for bit. Each task runs the kernel single-threaded (dask supplies the parallelism).
+
+    Args:
+        darr: ``(rows, cols)`` dask array (a numpy array is wrapped with one chunk).
+        window: See :func:`glcm_features`.
+        levels: See :func:`glcm_features`.
+        distances: See :func:`glcm_features`.
+        angles: See :func:`glcm_features`.
+        features: See :func:`glcm_features`.
+        vmin: See :func:`glcm_features`.
+        vmax: See :func:`glcm_features`.
+        nodata_mask: ``(rows, cols)`` boolean (dask or numpy), True where data are missing.
+
+    Returns:
+        ``(len(features), rows, cols)`` float32 dask array chunked like ``darr`` along rows and columns.
+    """
+    import dask.array as da
+
+    darr = da.asarray(darr)
+    if darr.ndim != 2:
+        raise ValueError(f"expected a (rows, cols) array, got shape {darr.shape}")
+    window = _check_window(window)
+    levels = _check_levels(levels)
+    feats = _check_features(features)
+    offsets = pair_offsets(distances, angles)
+    depth = halo(window, distances)
+
+    invalid = ~da.isfinite(darr) if np.issubdtype(darr.dtype, np.floating) else da.zeros_like(darr, dtype=bool)
+    if nodata_mask is not None:
+        mask = da.asarray(nodata_mask).astype(bool)
+        if mask.shape != darr.shape:
+            raise ValueError(f"nodata_mask has shape {mask.shape}, expected the array's shape {darr.shape}")
+        invalid = invalid | mask.rechunk(darr.chunks)
+
+    if vmin is None or vmax is None:
+        as_is = False
+        if np.issubdtype(darr.dtype, np.integer) and vmin is None and vmax is None:
+            filled_lo = da.where(invalid, 0, darr)
+            lo, hi = da.compute(filled_lo.min(), da.where(invalid, -1, darr).max())
+            as_is = int(lo) >= 0 and int(hi) < levels
+        if not as_is:
+            step = _sample_step(darr.shape)
+            sample = np.asarray(darr[::step, ::step].compute(), dtype=np.float64)
+            smask = np.asarray(invalid[::step, ::step].compute())
+            limits = quantization_limits(sample, levels, nodata_mask=smask) or (0.0, float(levels - 1))
+            vmin = limits[0] if vmin is None else vmin
+            vmax = limits[1] if vmax is None else vmax
+            logger.debug("quantisation limits from every %d-th pixel: vmin=%s, vmax=%s", step, vmin, vmax)
+
+    def block(x: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        out = _features_of_block(x, bad, window, levels, offsets, feats, vmin, vmax, parallel=False)
+        return out[:, depth:-depth, depth:-depth] if depth else out
+
+    if min(darr.shape) <= 2 * depth:  # no full window anywhere
+        return da.full((len(feats), *darr.shape), np.nan, dtype=np.float32, chunks=(len(feats), *darr.chunks))
+    chunks = tuple(_chunks_at_least(c, depth) for c in darr.chunks)
+    darr = darr.rechunk(chunks)
+    invalid = invalid.rechunk(chunks)
+    fill = np.nan if np.issubdtype(darr.dtype, np.floating) else 0
+    return da.map_overlap(
+        block,
+        darr,
+        invalid,
+        depth=[depth, depth],
+        boundary=[fill, True],  # outside the array: missing, so edge windows are NaN as in glcm_features
+        trim=False,  # the block function trims its own halo (the output has a new leading feature axis)
+        allow_rechunk=False,
+        new_axis=0,
+        chunks=((len(feats),), *chunks),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )
+
+
+def _chunks_at_least(chunks: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """Merge chunks smaller than ``size`` into a neighbour (map_overlap needs every chunk >= its depth)."""
+    out: list[int] = []
+    for c in chunks:
+        if out and (c < size or out[-1] < size):
+            out[-1] += c
+        else:
+            out.append(c)
+    return tuple(out)
+
+
+def _band_within(src: rasterio.io.DatasetReader, band: int, levels: int, block: int) -> bool:
+    """Whether every valid pixel of an integer band lies in ``[0, levels)``: one exact pass over row blocks.
+
+    Hand-written rather than GDAL statistics, which would write an ``.aux.xml`` side-car next to the input.
+    """
+    from rasterio.windows import Window
+
+    for r0 in range(0, src.height, block):
+        data = src.read(band, window=Window(0, r0, src.width, min(block, src.height - r0)), masked=True)
+        if data.count() and (data.min() < 0 or data.max() >= levels):
+            return False
+    return True
+
+
+def texture_file(
+    in_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    band: int = 1,
+    window: int = DEFAULT_WINDOW,
+    levels: int = DEFAULT_LEVELS,
+    distance: int = 1,
+    angles: Sequence[float] = DEFAULT_ANGLES,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    block: int = 1024,
+    progress: bool = True,
+) -> Path:
+    """Write the GLCM features of one band of a raster as a float32 GeoTIFF on the same grid, block by block.
+
+    The band is processed in ``block × block`` tiles, each read with a :func:`halo` of neighbouring pixels, so peak
+    memory is about ``(block + 2·halo)² × (features + 3) × 4`` bytes whatever the raster size. Quantisation limits
+    are fixed once for the whole band: an integer band whose valid values all lie in ``[0, levels)`` (exact GDAL
+    statistics) is used as is; otherwise missing limits are the 2nd/98th percentiles of the valid pixels of a
+    decimated read (every ``s``-th row and column, nearest neighbour, at most :data:`PERCENTILE_SAMPLE` pixels; the
+    whole band when it is smaller). Pixels equal to the band's nodata value (or masked by GDAL) are missing.
+
+    Args:
+        in_path: Input raster.
+        out_path: Output GeoTIFF: one float32 band per feature of :data:`ALL_FEATURES`, descriptions
+            ``glcm_<feature>``, NaN nodata, the input's grid.
+        band: 1-based band index.
+        window: Odd window edge length, pixels.
+        levels: Number of grey levels.
+        distance: Pair distance, pixels.
+        angles: Pair angles, degrees.
+        vmin: Lower quantisation limit, in the band's units.
+        vmax: Upper quantisation limit.
+        block: Tile edge length, pixels.
+        progress: Show a progress bar over tiles.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        cryonet.raster.RasterError: the input is missing or unreadable, or has no band ``band``.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+    from tqdm.auto import tqdm
+
+    from cryonet.raster import RasterError, atomic_path, open_raster
+
+    window = _check_window(window)
+    levels = _check_levels(levels)
+    offsets = pair_offsets((distance,), angles)
+    if block < 1:
+        raise ValueError(f"block must be a positive number of pixels, got {block}")
+    in_path, out_path = Path(in_path), Path(out_path)
+    h = halo(window, (distance,))
+    with open_raster(in_path) as src:
+        if not 1 <= band <= src.count:
+            raise RasterError(f"{in_path}: has {src.count} band(s), band {band} was requested; pass --band 1..{src.count}")
+        rows, cols = src.height, src.width
+        is_int = np.issubdtype(np.dtype(src.dtypes[band - 1]), np.integer)
+        if vmin is None or vmax is None:
+            as_is = False
+            if is_int and vmin is None and vmax is None:
+                as_is = _band_within(src, band, levels, block)
+            if not as_is:
+                step = _sample_step((rows, cols))
+                shape = (math.ceil(rows / step), math.ceil(cols / step))
+                sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
+                smask = np.ma.getmaskarray(sample)
+                limits = quantization_limits(np.asarray(sample.data, dtype=np.float64), levels, nodata_mask=smask)
+                limits = limits or (0.0, float(levels - 1))
+                vmin = limits[0] if vmin is None else vmin
+                vmax = limits[1] if vmax is None else vmax
+                logger.info("%s: quantisation limits vmin=%s, vmax=%s (decimation %d)", in_path, vmin, vmax, step)
+        profile = {
+            "driver": "GTiff",
+            "width": cols,
+            "height": rows,
+            "count": len(ALL_FEATURES),
+            "dtype": "float32",
+            "crs": src.crs,
+            "transform": src.transform,
+            "nodata": float("nan"),
+            "compress": "deflate",
+            "predictor": 3,
+            "BIGTIFF": "IF_SAFER",
+        }
+        if min(rows, cols) >= 256:
+            profile.update(tiled=True, blockxsize=256, blockysize=256)
+        tiles = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
+        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for i, name in enumerate(ALL_FEATURES, start=1):
+                dst.set_band_description(i, f"glcm_{name}")
+            for r0, c0 in tqdm(tiles, desc=f"GLCM {in_path.name}", unit="tile", disable=not progress):
+                nr, nc = min(block, rows - r0), min(block, cols - c0)
+                ra, ca = max(r0 - h, 0), max(c0 - h, 0)
+                rb, cb = min(r0 + nr + h, rows), min(c0 + nc + h, cols)
+                data = src.read(band, window=Window(ca, ra, cb - ca, rb - ra), masked=True)
+                feats = _features_of_block(np.asarray(data.data), np.ma.getmaskarray(data), window, levels, offsets,
+                                           ALL_FEATURES, vmin, vmax, parallel=True)
+                core = feats[:, r0 - ra : r0 - ra + nr, c0 - ca : c0 - ca + nc]
+                dst.write(core, window=Window(c0, r0, nc, nr))
+    logger.info("wrote GLCM features of %s band %d to %s", in_path, band, out_path)
+    return out_path
