@@ -89,6 +89,43 @@ def _run_align(args: argparse.Namespace) -> int:
 
 
 # --- commands: issue 3 (features) ---------------------------------------------------------------------------------
+def _add_texture(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", type=Path, help="input raster (one band is used, see --band)")
+    p.add_argument("out", type=Path, help="output float32 GeoTIFF, one band per GLCM feature (glcm_<feature>)")
+    p.add_argument("--band", type=int, default=1, help="1-based band of the input (1)")
+    p.add_argument("--window", type=int, default=7, help="odd sliding-window edge, pixels (7)")
+    p.add_argument("--levels", type=int, default=32, help="grey levels the band is quantised to (32)")
+    p.add_argument("--distance", type=int, default=1, help="pixel-pair distance, pixels (1)")
+    p.add_argument("--angles", default="0,45,90,135", help="comma-separated pair angles, degrees (0,45,90,135)")
+    p.add_argument("--vmin", type=float, default=None, help="lower quantisation limit (default: 2nd percentile)")
+    p.add_argument("--vmax", type=float, default=None, help="upper quantisation limit (default: 98th percentile)")
+    p.add_argument("--block", type=int, default=1024, help="processing tile edge, pixels (1024)")
+
+
+def _run_texture(args: argparse.Namespace) -> int:
+    from cryonet.features.texture import texture_file
+
+    try:
+        angles = tuple(float(a) for a in args.angles.split(",") if a.strip())
+    except ValueError as exc:
+        raise ValueError(f"--angles expects comma-separated degrees such as 0,45,90,135, got {args.angles!r}") from exc
+    out = texture_file(
+        args.input,
+        args.out,
+        band=args.band,
+        window=args.window,
+        levels=args.levels,
+        distance=args.distance,
+        angles=angles,
+        vmin=args.vmin,
+        vmax=args.vmax,
+        block=args.block,
+        progress=not args.quiet,
+    )
+    print(f"GLCM texture features written to {out}")
+    return 0
+
+
 def _add_terrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("dem", type=Path, help="DEM GeoTIFF on a projected metric grid (run `cryonet align` first)")
     p.add_argument("out", type=Path, help="output multi-band float32 GeoTIFF (one band per terrain layer)")
@@ -121,6 +158,7 @@ COMMANDS: list[Command] = [
     ("fetch", "download a registered data file, verified by sha256", _add_fetch, _run_fetch),
     ("align", "co-register rasters onto one grid (and rasterise a scene's labels)", _add_align, _run_align),
     # --- registered commands: issue 3 ---
+    ("texture", "GLCM texture features of one band over a sliding window", _add_texture, _run_texture),
     ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
      _run_terrain),
     # --- registered commands: issue 4 ---
