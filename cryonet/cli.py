@@ -49,8 +49,9 @@ def _run_fetch(args: argparse.Namespace) -> int:
     from cryonet import manifest
 
     if args.list or not args.name:
+        # name, sha256, licence, pinned URL: tab-separated so that the list can be filtered with cut/awk
         for entry in manifest.entries():
-            print(f"{entry.name}\t{entry.url}")
+            print(f"{entry.name}\t{entry.sha256}\t{entry.licence}\t{entry.url}")
         return 0
     path = manifest.fetch(args.name, dest=args.dest, progress=not args.quiet)
     print(path)
