@@ -5,7 +5,10 @@ Conventions used throughout the package:
 * Arrays are ``(bands, rows, cols)``; single bands are ``(rows, cols)``.
 * Missing data is NaN in float arrays (read with :func:`read_raster`), or a separate boolean mask.
 * Every file is written atomically: to a temporary file in the destination directory, then renamed, so that a
-  killed job never leaves a half-written GeoTIFF under the final name.
+  killed job never leaves a half-written GeoTIFF under the final name. A file that exists under its final name is
+  therefore complete, which is what lets :func:`align_scene` resume by skipping existing outputs.
+* Rasters larger than memory are processed window by window (:func:`iter_windows`, :func:`read_window`); alignment
+  reads a :class:`rasterio.vrt.WarpedVRT` (:func:`warped`) so that no aligned raster is ever materialised whole.
 """
 
 from __future__ import annotations
@@ -13,15 +16,35 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from cryonet.constants import (
+    CLASS_IDS,
+    CLASS_PRIORITY,
+    LABEL_NODATA,
+    S2_BANDS,
+    S2_L2A_NODATA,
+    S2_L2A_OFFSET,
+    S2_L2A_SCALE,
+)
+
+if TYPE_CHECKING:  # imported lazily at run time: geopandas is only needed for rasterisation
+    import geopandas as gpd
+
+    from cryonet.scene import Scene
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +82,8 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in CRS units."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
 
     @classmethod
@@ -121,6 +144,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         Path(str(tmp_path) + ".aux.xml").unlink(missing_ok=True)
 
 
+def _gtiff_profile(
+    grid: Grid,
+    count: int,
+    dtype: np.dtype | str,
+    nodata: float | int | None,
+    *,
+    compress: str = "deflate",
+    blocksize: int = 256,
+) -> dict:
+    """The rasterio creation profile of a compressed GeoTIFF on ``grid`` (tiled when the grid holds a whole tile)."""
+    dtype = np.dtype(dtype)
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype.name,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "compress": compress,
+    }
+    if min(grid.width, grid.height) >= blocksize:
+        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
+    if np.issubdtype(dtype, np.floating):
+        profile["predictor"] = 3 if compress in ("deflate", "lzw", "zstd") else 1
+    return profile
+
+
 def write_raster(
     path: str | os.PathLike[str],
     data: np.ndarray,
@@ -163,21 +215,7 @@ def write_raster(
     out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
     if out_dtype == np.bool_:
         out_dtype = np.dtype("uint8")
-    profile = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": arr.shape[0],
-        "dtype": out_dtype.name,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "compress": compress,
-    }
-    if min(grid.width, grid.height) >= blocksize:
-        profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
-    if np.issubdtype(out_dtype, np.floating):
-        profile["predictor"] = 3 if compress in ("deflate", "lzw", "zstd") else 1
+    profile = _gtiff_profile(grid, arr.shape[0], out_dtype, nodata, compress=compress, blocksize=blocksize)
     path = Path(path)
     with atomic_path(path) as tmp:
         target = tmp.with_name(tmp.name + ".plain.tif") if cog else tmp
@@ -199,3 +237,756 @@ def write_raster(
                 Path(target).unlink(missing_ok=True)
     logger.debug("wrote %s (%d bands, %s)", path, arr.shape[0], out_dtype)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading: whole rasters, windows, validity masks, integrity checks
+# ---------------------------------------------------------------------------------------------------------------
+
+#: A window as a rasterio :class:`~rasterio.windows.Window` or as ``((row_start, row_stop), (col_start, col_stop))``.
+WindowLike = Window | tuple[tuple[int, int], tuple[int, int]]
+#: Default edge length (pixels) of the windows in which rasters are aligned: 1024² float32 = 4 MiB per band.
+DEFAULT_WINDOW = 1024
+
+
+def _as_window(window: WindowLike) -> Window:
+    """A rasterio Window with integer offsets and sizes."""
+    win = window if isinstance(window, Window) else Window.from_slices(*window)
+    return Window(int(round(win.col_off)), int(round(win.row_off)), int(round(win.width)), int(round(win.height)))
+
+
+def _indexes(src: rasterio.io.DatasetReaderBase, bands: int | Sequence[int] | None) -> list[int]:
+    """1-based band indexes to read, checked against the raster's band count."""
+    if bands is None:
+        return list(src.indexes)
+    idx = [int(bands)] if isinstance(bands, int | np.integer) else [int(b) for b in bands]
+    bad = [b for b in idx if not 1 <= b <= src.count]
+    if bad:
+        raise RasterError(f"{src.name}: band(s) {bad} requested, but the raster has {src.count} (numbered from 1).")
+    return idx
+
+
+def _valid(src: rasterio.io.DatasetReaderBase, data: np.ndarray, idx: list[int], window: Window | None) -> np.ndarray:
+    """``(bands, rows, cols)`` True where a pixel is valid.
+
+    GDAL's mask band is either the internal (or ``.msk``) mask or the nodata mask, never both, so nodata and NaN
+    are tested here as well: a pixel is valid only if every one of them says so.
+    """
+    valid = src.read_masks(idx, window=window) > 0
+    for k, bidx in enumerate(idx):
+        nodata = src.nodatavals[bidx - 1]
+        if nodata is not None:
+            valid[k] &= ~np.isnan(data[k]) if np.isnan(nodata) else data[k] != nodata
+    if data.dtype.kind == "f":
+        valid &= ~np.isnan(data)
+    return valid
+
+
+def _read(
+    src: rasterio.io.DatasetReaderBase, idx: list[int], window: Window | None, masked_nan: bool
+) -> np.ndarray:
+    data = src.read(idx, window=window)
+    valid = _valid(src, data, idx, window) if masked_nan else None
+    out = data.astype(np.float32, copy=True)
+    if valid is not None:
+        out[~valid] = np.nan
+    return out
+
+
+def _corrupt(path: str | os.PathLike[str], exc: Exception) -> RasterError:
+    return RasterError(
+        f"{path}: the header is readable but the pixel data are not ({exc}); the file is truncated or corrupt "
+        "(e.g. an interrupted download or copy). Re-download or regenerate it."
+    )
+
+
+def read_raster(
+    path: str | os.PathLike[str],
+    bands: int | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    *,
+    masked_nan: bool = True,
+) -> np.ndarray:
+    """Read bands of a raster as float32, with missing pixels as NaN.
+
+    Args:
+        path: Raster file.
+        bands: 1-based band index or indexes; all bands by default.
+        window: Part of the raster to read (must lie inside it; see :func:`read_window` for reads that do not).
+        masked_nan: Set pixels that are nodata, masked by an internal mask, or NaN to NaN. With False the raw
+            values are returned (converted to float32).
+
+    Returns:
+        ``(bands, rows, cols)`` float32 array (integer data are converted; float64 is rounded to float32).
+
+    Raises:
+        RasterError: the file is missing, unreadable, truncated, has no CRS, or lacks a requested band.
+    """
+    with open_raster(path) as src:
+        idx = _indexes(src, bands)
+        try:
+            return _read(src, idx, _as_window(window) if window is not None else None, masked_nan)
+        except rasterio.errors.RasterioError as exc:
+            raise _corrupt(path, exc) from exc
+
+
+def read_mask(path: str | os.PathLike[str], band: int = 1, window: WindowLike | None = None) -> np.ndarray:
+    """Validity mask of one band: True where the pixel holds data.
+
+    A pixel is invalid if it equals the band's nodata value, is masked by an internal (or ``.msk``) mask, or is NaN.
+
+    Args:
+        path: Raster file.
+        band: 1-based band index.
+        window: Part of the raster to read; whole raster by default.
+
+    Returns:
+        ``(rows, cols)`` boolean array.
+    """
+    with open_raster(path) as src:
+        idx = _indexes(src, band)
+        win = _as_window(window) if window is not None else None
+        try:
+            data = src.read(idx, window=win)
+            return _valid(src, data, idx, win)[0]
+        except rasterio.errors.RasterioError as exc:
+            raise _corrupt(path, exc) from exc
+
+
+def _shape_of(grid_or_shape: Grid | rasterio.io.DatasetReaderBase | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(grid_or_shape, Grid):
+        return grid_or_shape.shape
+    if hasattr(grid_or_shape, "height") and hasattr(grid_or_shape, "width"):
+        return (int(grid_or_shape.height), int(grid_or_shape.width))
+    rows, cols = grid_or_shape  # type: ignore[misc]
+    return (int(rows), int(cols))
+
+
+def iter_windows(
+    grid_or_shape: Grid | rasterio.io.DatasetReaderBase | tuple[int, int],
+    size: int | tuple[int, int],
+    overlap: int = 0,
+    *,
+    clip: bool = True,
+) -> Iterator[Window]:
+    """Tile a raster into windows, row by row, for processing rasters larger than memory.
+
+    Without overlap the windows partition the raster: ``size``-square tiles, smaller at the right and bottom edges.
+
+    Halo handling: with ``overlap > 0`` every tile is grown by ``overlap`` pixels on each side, so that a
+    neighbourhood operation (a filter, GLCM texture, slope) sees its neighbours across tile seams. The tiles
+    themselves are what ``iter_windows(grid, size)`` yields, in the same order, so a caller pairs them with::
+
+        for core, outer in zip(iter_windows(g, 512), iter_windows(g, 512, overlap=8)):
+            block = f(read_window(src, outer))          # computed with the halo
+            dst.write(block[(slice(None), *halo_slices(core, outer))], window=core)   # halo cut off
+
+    With ``clip=True`` (default) the grown windows are cut at the raster edge, so edge windows have less halo;
+    with ``clip=False`` they extend beyond it (negative offsets) and every grown window has the full halo, to be
+    read with :func:`read_window` (NaN outside the raster).
+
+    Args:
+        grid_or_shape: A :class:`Grid`, an open dataset, or ``(rows, cols)``.
+        size: Tile edge length in pixels, or ``(rows, cols)``.
+        overlap: Halo width in pixels added on every side.
+        clip: Cut grown windows at the raster edge.
+
+    Yields:
+        :class:`rasterio.windows.Window` objects.
+    """
+    rows, cols = _shape_of(grid_or_shape)
+    sh, sw = (size, size) if isinstance(size, int | np.integer) else size
+    if sh <= 0 or sw <= 0:
+        raise ValueError(f"window size must be positive, got {size}")
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    for r in range(0, rows, sh):
+        for c in range(0, cols, sw):
+            r0, r1 = r - overlap, min(r + sh, rows) + overlap
+            c0, c1 = c - overlap, min(c + sw, cols) + overlap
+            if clip:
+                r0, r1, c0, c1 = max(r0, 0), min(r1, rows), max(c0, 0), min(c1, cols)
+            yield Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def halo_slices(core: Window, outer: Window) -> tuple[slice, slice]:
+    """``(row_slice, col_slice)`` that cut the ``core`` window out of an array read over ``outer``."""
+    r = int(core.row_off - outer.row_off)
+    c = int(core.col_off - outer.col_off)
+    if r < 0 or c < 0 or r + core.height > outer.height or c + core.width > outer.width:
+        raise ValueError(f"{core} does not lie inside {outer}")
+    return (slice(r, r + int(core.height)), slice(c, c + int(core.width)))
+
+
+def read_window(
+    src_or_path: rasterio.io.DatasetReaderBase | str | os.PathLike[str],
+    window: WindowLike,
+    *,
+    bands: int | Sequence[int] | None = None,
+    fill: float = np.nan,
+) -> np.ndarray:
+    """Read a window that may extend beyond the raster (a boundless read), as float32 with NaN for missing data.
+
+    Pixels outside the raster get ``fill`` (NaN by default); nodata, masked and NaN pixels inside it are NaN.
+    Works on any open dataset, including the :class:`~rasterio.vrt.WarpedVRT` returned by :func:`warped`.
+
+    Args:
+        src_or_path: An open rasterio dataset or a raster path.
+        window: The window (offsets may be negative, sizes may run past the edge).
+        bands: 1-based band index or indexes; all by default.
+        fill: Value for pixels outside the raster.
+
+    Returns:
+        ``(bands, window.height, window.width)`` float32 array.
+    """
+    if isinstance(src_or_path, str | os.PathLike):
+        with open_raster(src_or_path) as src:
+            return read_window(src, window, bands=bands, fill=fill)
+    src = src_or_path
+    win = _as_window(window)
+    idx = _indexes(src, bands)
+    out = np.full((len(idx), win.height, win.width), fill, dtype=np.float32)
+    r0, c0 = max(win.row_off, 0), max(win.col_off, 0)
+    r1, c1 = min(win.row_off + win.height, src.height), min(win.col_off + win.width, src.width)
+    if r1 > r0 and c1 > c0:
+        try:
+            data = _read(src, idx, Window(c0, r0, c1 - c0, r1 - r0), masked_nan=True)
+        except rasterio.errors.RasterioError as exc:
+            raise _corrupt(src.name, exc) from exc
+        out[:, r0 - win.row_off : r1 - win.row_off, c0 - win.col_off : c1 - win.col_off] = data
+    return out
+
+
+_KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "b": "boolean", "c": "complex"}
+
+
+def check_raster(
+    path: str | os.PathLike[str], *, count: int | None = None, dtype_kind: str | None = None
+) -> Grid:
+    """Check that a file is a complete, georeferenced raster of the expected shape, and return its grid.
+
+    Pixel data are actually read (the first and the last block of every band), because a GeoTIFF cut short
+    still opens: its header and tile index sit at the start of the file, and only reading a missing tile fails.
+
+    Args:
+        path: Raster file.
+        count: Expected number of bands.
+        dtype_kind: Accepted numpy dtype kinds, e.g. ``"f"`` (float) or ``"iu"`` (any integer).
+
+    Returns:
+        The raster's :class:`Grid`.
+
+    Raises:
+        RasterError: naming the file, if it is missing, not a raster, truncated or corrupt, has no CRS, has another
+            band count (expected vs found) or another data type kind.
+    """
+    with open_raster(path) as src:
+        if count is not None and src.count != count:
+            raise RasterError(
+                f"{path}: expected {count} band(s), found {src.count}. Check that this is the right file "
+                "(e.g. a single-band layer, not a multi-band stack)."
+            )
+        if dtype_kind is not None:
+            kinds = {np.dtype(d).kind for d in src.dtypes}
+            if not kinds <= set(dtype_kind):
+                want = " or ".join(_KIND_NAMES.get(k, k) for k in dtype_kind)
+                raise RasterError(f"{path}: expected {want} data, found {', '.join(sorted(set(src.dtypes)))}.")
+        try:
+            for bidx in src.indexes:
+                bh, bw = src.block_shapes[bidx - 1]
+                first = Window(0, 0, min(bw, src.width), min(bh, src.height))
+                lr, lc = (src.height - 1) // bh * bh, (src.width - 1) // bw * bw
+                last = Window(lc, lr, src.width - lc, src.height - lr)
+                src.read(bidx, window=first)
+                src.read(bidx, window=last)
+        except rasterio.errors.RasterioError as exc:
+            raise _corrupt(path, exc) from exc
+        return Grid(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Alignment onto a reference grid
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Resampling methods that keep a categorical raster inside its set of values.
+CATEGORICAL_RESAMPLING: tuple[Resampling, ...] = (Resampling.nearest, Resampling.mode)
+
+
+def _resampling(resampling: Resampling | str | None, categorical: bool) -> Resampling:
+    """Default bilinear for continuous and nearest for categorical layers; refuse interpolation of classes."""
+    if resampling is None:
+        return Resampling.nearest if categorical else Resampling.bilinear
+    rs = Resampling[resampling] if isinstance(resampling, str) else Resampling(resampling)
+    if categorical and rs not in CATEGORICAL_RESAMPLING:
+        raise ValueError(
+            f"resampling {rs.name!r} would invent values between class ids; use 'nearest' or 'mode' for a "
+            "categorical layer."
+        )
+    return rs
+
+
+def _crs_label(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_proj4() or crs.to_wkt()
+
+
+def _check_overlap(src: rasterio.io.DatasetReaderBase, grid: Grid, path: str | os.PathLike[str]) -> None:
+    """Raise if the source footprint, projected onto the grid's CRS, does not intersect the grid."""
+    from rasterio.warp import transform_bounds
+
+    try:
+        sb = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+    except Exception as exc:  # noqa: BLE001 - a pre-check only: if the bounds cannot be projected, the warp decides
+        logger.debug("%s: could not project bounds onto the grid CRS (%s); overlap not pre-checked", path, exc)
+        return
+    if not np.all(np.isfinite(sb)):
+        return
+    gb = grid.bounds
+    if sb[0] >= gb[2] or sb[2] <= gb[0] or sb[1] >= gb[3] or sb[3] <= gb[1]:
+        fmt = ", ".join
+        raise RasterError(
+            f"{path}: its footprint ({fmt(f'{v:.1f}' for v in sb)}) does not overlap the target grid "
+            f"({fmt(f'{v:.1f}' for v in gb)}); both as (left, bottom, right, top) in {_crs_label(grid.crs)}. "
+            "Check that the input covers the reference raster's area and that its CRS is right."
+        )
+
+
+def _output_type(src: rasterio.io.DatasetReaderBase, categorical: bool) -> tuple[str, float | int]:
+    """Output dtype and nodata: float32/NaN for continuous layers; the source type for categorical ones.
+
+    A categorical source without a nodata value gets the largest (unsigned) or smallest (signed) value of its
+    type, e.g. 255 for uint8 as in :data:`cryonet.constants.LABEL_NODATA`, so that pixels outside its footprint
+    never read as class 0.
+    """
+    dtype = np.dtype(src.dtypes[0])
+    if not categorical:
+        return "float32", float("nan")
+    if dtype.kind == "f":
+        return dtype.name, src.nodata if src.nodata is not None else float("nan")
+    if src.nodata is not None:
+        return dtype.name, src.nodata
+    info = np.iinfo(dtype)
+    return dtype.name, int(info.max if dtype.kind == "u" else info.min)
+
+
+@contextmanager
+def warped(
+    path: str | os.PathLike[str],
+    grid: Grid,
+    *,
+    categorical: bool = False,
+    resampling: Resampling | str | None = None,
+    src_nodata: float | None = None,
+) -> Iterator[WarpedVRT]:
+    """Open a raster as a virtual raster warped onto ``grid``, read lazily window by window.
+
+    Any window of the returned :class:`~rasterio.vrt.WarpedVRT` is computed on request by GDAL's warper, so later
+    steps can read any part of any input on the reference grid without materialising the aligned raster.
+
+    Continuous layers are warped to float32 with NaN as nodata; categorical layers keep their data type and
+    nodata value (see :func:`_output_type`). Pixels outside the source footprint and pixels computed only from
+    source nodata are nodata, never zeros; source nodata (and NaN in float sources) never enters interpolation.
+
+    Args:
+        path: Source raster.
+        grid: Target grid.
+        categorical: The layer holds class ids: nearest (default) or mode resampling, source dtype kept.
+        resampling: Override the method: ``"bilinear"`` (continuous default), ``"cubic"``, ``"nearest"``
+            (categorical default), ``"mode"``, ... (a :class:`rasterio.enums.Resampling` or its name).
+        src_nodata: Treat this source value as nodata (overrides the file's own nodata value).
+
+    Yields:
+        The warped virtual dataset (``vrt.read(window=w)`` returns ``(bands, rows, cols)``).
+
+    Raises:
+        RasterError: the source is unreadable or its footprint does not overlap the grid.
+        ValueError: interpolating resampling requested for a categorical layer.
+    """
+    rs = _resampling(resampling, categorical)
+    with open_raster(path) as src:
+        _check_overlap(src, grid, path)
+        dtype, nodata = _output_type(src, categorical)
+        if src_nodata is None:
+            src_nodata = src.nodata
+            if src_nodata is None and np.dtype(src.dtypes[0]).kind == "f":
+                src_nodata = float("nan")  # NaN marks missing data in float rasters without a nodata tag
+        extra = {"src_nodata": src_nodata} if src_nodata is not None else {}
+        with WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=rs,
+            nodata=nodata,
+            dtype=dtype,
+            **extra,
+        ) as vrt:
+            yield vrt
+
+
+def _window_size(window_size: int, profile: dict) -> int:
+    """Round the processing window to whole output tiles, so that each compressed tile is written once."""
+    if profile.get("tiled"):
+        block = int(profile["blockxsize"])
+        return max(block, window_size // block * block)
+    return window_size
+
+
+def _align(
+    src_path: str | os.PathLike[str],
+    grid: Grid,
+    dst_path: str | os.PathLike[str],
+    *,
+    categorical: bool = False,
+    resampling: Resampling | str | None = None,
+    band_names: Sequence[str] | None = None,
+    progress: bool = False,
+    window_size: int = DEFAULT_WINDOW,
+    src_nodata: float | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+    out_count: int | None = None,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Warp ``src_path`` onto ``grid`` window by window into ``dst_path`` (atomic), optionally converting values.
+
+    ``convert`` maps each warped ``(bands, rows, cols)`` window to the ``(out_count, rows, cols)`` values written.
+    """
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    with warped(src_path, grid, categorical=categorical, resampling=resampling, src_nodata=src_nodata) as vrt:
+        count = out_count or vrt.count
+        if band_names is not None:
+            names = [str(n) for n in band_names]
+        else:
+            own = vrt.src_dataset.descriptions
+            names = [own[i] or (src_path.stem if count == 1 else f"{src_path.stem}_{i + 1}") for i in range(count)]
+        if len(names) != count:
+            raise ValueError(f"{len(names)} band names given for {count} output bands of {src_path}")
+        dtype, nodata = vrt.dtypes[0], vrt.nodata
+        profile = _gtiff_profile(grid, count, dtype, nodata)
+        size = _window_size(window_size, profile)
+        n_windows = -(-grid.height // size) * -(-grid.width // size)
+        with atomic_path(dst_path) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                windows = iter_windows(grid, size)
+                for win in tqdm(windows, total=n_windows, desc=dst_path.name, unit="win", disable=not progress):
+                    data = vrt.read(window=win)
+                    if convert is not None:
+                        data = convert(data)
+                    dst.write(data.astype(dtype, copy=False), window=win)
+                for i, name in enumerate(names, start=1):
+                    dst.set_band_description(i, name)
+                dst.update_tags(**{"source": src_path.name, "resampling": vrt.resampling.name, **(tags or {})})
+    logger.debug("aligned %s -> %s (%s)", src_path, dst_path, vrt.resampling.name)
+    return dst_path
+
+
+def align_to_grid(
+    src_path: str | os.PathLike[str],
+    grid: Grid,
+    dst_path: str | os.PathLike[str],
+    *,
+    categorical: bool = False,
+    resampling: Resampling | str | None = None,
+    band_names: Sequence[str] | None = None,
+    progress: bool = False,
+    window_size: int = DEFAULT_WINDOW,
+) -> Path:
+    """Resample a raster onto ``grid`` and write it as a GeoTIFF, window by window and atomically.
+
+    Peak memory is a few windows (``window_size``² pixels per band), independent of the raster size: the output
+    is written into the temporary file of :func:`atomic_path` one window at a time from :func:`warped`.
+
+    Args:
+        src_path: Source raster (any CRS GDAL knows, including custom ones).
+        grid: Target grid.
+        dst_path: Output GeoTIFF.
+        categorical: Class-id layer: nearest (or ``"mode"``) resampling, its data type and nodata kept.
+        resampling: ``"bilinear"`` (default for continuous layers), ``"cubic"``, ``"nearest"``, ``"mode"``, ...
+        band_names: Band descriptions to store; default: the source's descriptions, else the file stem.
+        progress: Show a progress bar over windows.
+        window_size: Edge length of the processing windows in pixels (rounded to whole 256-pixel output tiles).
+
+    Returns:
+        ``dst_path``. Continuous output is float32 with NaN as nodata; nodata covers pixels outside the source
+        footprint and pixels from source nodata.
+
+    Raises:
+        RasterError: the source is missing, unreadable, truncated, without CRS, or does not overlap ``grid``.
+    """
+    check_raster(src_path)
+    return _align(
+        src_path,
+        grid,
+        dst_path,
+        categorical=categorical,
+        resampling=resampling,
+        band_names=band_names,
+        progress=progress,
+        window_size=window_size,
+    )
+
+
+def align_phase_to_grid(
+    src_path: str | os.PathLike[str],
+    grid: Grid,
+    dst_path: str | os.PathLike[str],
+    *,
+    resampling: Resampling | str | None = None,
+    band_names: Sequence[str] | None = None,
+    progress: bool = False,
+    window_size: int = DEFAULT_WINDOW,
+) -> Path:
+    """Resample a wrapped phase raster (radians, -pi..pi) onto ``grid`` through its complex exponential.
+
+    Phase is an angle: +3.1 and -3.1 rad are 0.08 rad apart, but bilinear interpolation of the wrapped numbers
+    would put ~0 rad between them, inventing a fringe wherever the phase wraps. So ``cos`` and ``sin`` of the phase
+    are written (window by window, on the source grid) to a temporary 2-band raster, warped onto ``grid`` with
+    ``resampling`` (bilinear by default), and the phase is recovered as ``atan2(sin, cos)``: the angle of the
+    interpolated unit vectors, correct across the ±pi wrap.
+
+    Args:
+        src_path: Single-band wrapped phase raster, radians.
+        grid: Target grid.
+        dst_path: Output GeoTIFF (float32, NaN nodata, radians in [-pi, pi]).
+        resampling: Method applied to cos and sin (``"bilinear"`` default, ``"cubic"``, ``"nearest"``).
+        band_names: Band description; default ``["phase"]``.
+        progress: Show progress bars.
+        window_size: Processing window edge length in pixels.
+
+    Returns:
+        ``dst_path``.
+    """
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    check_raster(src_path, count=1)
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    with open_raster(src_path) as src:
+        _check_overlap(src, grid, src_path)  # here, so that the message names the input and not the temporary file
+        src_grid = Grid(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
+        with tempfile.TemporaryDirectory(dir=dst_path.parent, prefix=f".{dst_path.stem}.") as tmpdir:
+            unit = Path(tmpdir) / "cos_sin.tif"
+            profile = _gtiff_profile(src_grid, 2, "float32", float("nan"))
+            size = _window_size(window_size, profile)
+            with rasterio.open(unit, "w", **profile) as dst:
+                for win in iter_windows(src_grid, size):
+                    phase = read_window(src, win)[0]  # nodata -> NaN -> NaN cos and sin
+                    dst.write(np.stack([np.cos(phase), np.sin(phase)]).astype(np.float32), window=win)
+            return _align(
+                unit,
+                grid,
+                dst_path,
+                resampling=resampling,
+                band_names=band_names or ["phase"],
+                progress=progress,
+                window_size=window_size,
+                convert=lambda cs: np.arctan2(cs[1], cs[0])[np.newaxis],  # NaN in either -> NaN
+                out_count=1,
+                tags={"units": "radians", "source": src_path.name, "resampled_as": "complex exponential"},
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rasterising reference polygons
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def rasterize_polygons(
+    layers: dict[str, gpd.GeoDataFrame],
+    grid: Grid,
+    *,
+    priority: Sequence[str] = CLASS_PRIORITY,
+    all_touched: bool = False,
+) -> np.ndarray:
+    """Burn class polygons into a label raster on ``grid``.
+
+    Layers are painted in ``priority`` order, each over the previous ones, so that with the default
+    :data:`~cryonet.constants.CLASS_PRIORITY` a pixel inside both a debris and a lake polygon is a lake: lake >
+    debris > clean_ice > background. Pixels covered by no polygon are background (0).
+
+    Args:
+        layers: Class name (one of :data:`~cryonet.constants.CLASSES`) -> GeoDataFrame of polygons in any CRS;
+            they are reprojected onto the grid's CRS.
+        grid: Target grid.
+        priority: Painting order, lowest priority first; must name every key of ``layers``.
+        all_touched: Burn every pixel a polygon touches, not only those whose centre it covers.
+
+    Returns:
+        ``(rows, cols)`` uint8 array of class ids.
+    """
+    from rasterio.features import rasterize
+
+    unknown = sorted(set(layers) - set(CLASS_IDS))
+    if unknown:
+        raise ValueError(f"unknown class layer(s) {unknown}; expected names from {list(CLASS_IDS)}")
+    unordered = sorted(set(layers) - set(priority))
+    if unordered:
+        raise ValueError(f"class layer(s) {unordered} are missing from the priority order {list(priority)}")
+    out = np.zeros(grid.shape, dtype=np.uint8)
+    for name in priority:
+        gdf = layers.get(name)
+        if gdf is None or len(gdf) == 0:
+            continue
+        if gdf.crs is None:
+            raise ValueError(f"the {name!r} polygons have no CRS; read them with cryonet.vector.read_polygons")
+        geoms = [g for g in gdf.to_crs(grid.crs).geometry if g is not None and not g.is_empty]
+        if geoms:
+            rasterize(
+                ((g, CLASS_IDS[name]) for g in geoms), out=out, transform=grid.transform, all_touched=all_touched
+            )
+    return out
+
+
+def rasterize_scene_labels(labels_gpkg: str | os.PathLike[str], grid: Grid, *, all_touched: bool = False) -> np.ndarray:
+    """Rasterise a scene's reference GeoPackage (layers of :data:`cryonet.scene.LABEL_LAYERS`) onto ``grid``.
+
+    ``glaciers`` become clean_ice, ``debris`` debris and ``lakes`` lake, painted by
+    :data:`~cryonet.constants.CLASS_PRIORITY`. A missing layer is treated as empty (with a warning in the log); a
+    GeoPackage with none of them is an error.
+
+    Returns:
+        ``(rows, cols)`` uint8 array of class ids (0 = background).
+
+    Raises:
+        cryonet.vector.VectorError: the file is unreadable, has none of the label layers, or invalid polygons that
+            cannot be repaired.
+    """
+    import pyogrio
+
+    from cryonet.scene import LABEL_LAYERS
+    from cryonet.vector import VectorError, read_polygons
+
+    path = Path(labels_gpkg)
+    if not path.exists():
+        raise VectorError(f"{path}: reference polygons not found; check the 'labels' entry of scene.json.")
+    try:
+        present = {str(n) for n in pyogrio.list_layers(path)[:, 0]}
+    except (pyogrio.errors.DataSourceError, OSError) as exc:
+        raise VectorError(f"{path}: not a readable GeoPackage ({exc}).") from exc
+    if not present & set(LABEL_LAYERS):
+        raise VectorError(
+            f"{path}: none of the label layers {list(LABEL_LAYERS)} found (layers: {sorted(present)}). "
+            "Expected one polygon layer per class: glaciers (clean ice), debris, lakes."
+        )
+    layers = {}
+    for layer, cls in LABEL_LAYERS.items():
+        if layer not in present:
+            logger.warning("%s: no %r layer; no %s pixels come from it", path, layer, cls)
+            continue
+        layers[cls] = read_polygons(path, layer=layer, allow_empty=True)
+    return rasterize_polygons(layers, grid, all_touched=all_touched)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A whole scene onto its reference grid
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
+    """Sentinel-2 L2A digital numbers -> surface reflectance 0-1 (NaN stays NaN).
+
+    ``(DN + S2_L2A_OFFSET) / S2_L2A_SCALE``; the conversion is linear, so converting after resampling equals
+    resampling reflectance. Since processing baseline 04.00 dark pixels can have DN < 1000, i.e. a negative
+    reflectance (noise around zero): it is clipped to 0, as a reflectance cannot be negative and the indices
+    computed later (ratios) would otherwise flip sign.
+    """
+    refl = (dn + S2_L2A_OFFSET) / S2_L2A_SCALE
+    return np.maximum(refl, 0.0, out=refl)  # np.maximum propagates NaN
+
+
+def _on_grid(path: Path, grid: Grid) -> bool:
+    """True if ``path`` is a readable raster on exactly ``grid``."""
+    try:
+        other = Grid.from_file(path)
+    except RasterError:
+        return False
+    return (
+        other.crs == grid.crs
+        and other.shape == grid.shape
+        and other.transform.almost_equals(grid.transform, precision=1e-9)
+    )
+
+
+def _write_labels(scene: Scene, grid: Grid, path: Path, window_size: int) -> Path:
+    labels = rasterize_scene_labels(scene.labels, grid)
+    with open_raster(scene.reference_band) as src:
+        for win in iter_windows(grid, window_size):
+            dn = read_window(src, win)[0]
+            no_data = np.isnan(dn) | (dn == S2_L2A_NODATA)
+            labels[win.toslices()][no_data] = LABEL_NODATA
+    return write_raster(
+        path,
+        labels,
+        grid,
+        nodata=LABEL_NODATA,
+        descriptions=["labels"],
+        dtype="uint8",
+        tags={"classes": "0 background, 1 clean_ice, 2 debris, 3 lake", "source": Path(scene.labels).name},
+    )
+
+
+def align_scene(
+    scene: Scene,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    window_size: int = DEFAULT_WINDOW,
+) -> dict[str, Path]:
+    """Align every input of a scene onto its reference grid (Sentinel-2 B2, 10 m) and rasterise its labels.
+
+    Writes into ``out_dir``, one single-band GeoTIFF per layer, each with its band description set:
+
+    * ``B2.tif`` ... ``B12.tif``: surface reflectance 0-1, float32, NaN where L2A DN is 0 (nodata); bilinear for
+      the 20 m bands; negative reflectance clipped to 0 (see :func:`_dn_to_reflectance`);
+    * ``dem.tif``: elevation (metres), bilinear from the DEM's own CRS (e.g. EPSG:4326);
+    * ``coherence.tif``: InSAR coherence 0-1, bilinear;
+    * ``phase.tif``: wrapped phase (radians), resampled through its complex exponential
+      (:func:`align_phase_to_grid`), because bilinear interpolation of wrapped values is wrong at the ±pi wrap;
+    * ``labels.tif`` (if ``scene.labels``): uint8 class ids, :data:`~cryonet.constants.LABEL_NODATA` (255) where
+      the reference band has no data.
+
+    Resuming: each file is written atomically, so a file under its final name is complete; an existing output on
+    the reference grid is therefore kept as it is (skipped) unless ``overwrite`` is set. Delete ``out_dir`` or
+    pass ``overwrite=True`` after changing the scene's inputs.
+
+    Args:
+        scene: The scene (see :class:`cryonet.scene.Scene`).
+        out_dir: Output directory (created if needed).
+        progress: Show a progress bar over layers.
+        overwrite: Recompute outputs that already exist.
+        window_size: Processing window edge length in pixels.
+
+    Returns:
+        Layer name (``"B2"`` ... ``"B12"``, ``"dem"``, ``"coherence"``, ``"phase"``, ``"labels"``) -> path.
+    """
+    grid = check_raster(scene.reference_band, count=1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def s2_job(band: str) -> Callable[[Path], Path]:
+        return lambda dst: _align(
+            scene.s2[band], grid, dst, band_names=[band], window_size=window_size, src_nodata=S2_L2A_NODATA,
+            convert=_dn_to_reflectance, tags={"units": "surface reflectance (0-1)"},
+        )  # fmt: skip
+
+    def continuous_job(src: Path, name: str, units: str) -> Callable[[Path], Path]:
+        return lambda dst: _align(src, grid, dst, band_names=[name], window_size=window_size, tags={"units": units})
+
+    jobs: list[tuple[str, Callable[[Path], Path]]] = [(band, s2_job(band)) for band in S2_BANDS]
+    jobs += [
+        ("dem", continuous_job(scene.dem, "dem", "metres")),
+        ("coherence", continuous_job(scene.coherence, "coherence", "coherence (0-1)")),
+        ("phase", lambda dst: align_phase_to_grid(scene.phase, grid, dst, window_size=window_size)),
+    ]
+    if scene.labels is not None:
+        jobs.append(("labels", lambda dst: _write_labels(scene, grid, dst, window_size)))
+
+    outputs: dict[str, Path] = {}
+    for name, job in tqdm(jobs, desc="align scene", unit="layer", disable=not progress):
+        path = out_dir / f"{name}.tif"
+        if not overwrite and path.exists() and _on_grid(path, grid):
+            logger.info("%s already exists on the reference grid; kept (overwrite=True recomputes it)", path)
+        else:
+            job(path)
+        outputs[name] = path
+    return outputs

@@ -1,0 +1,485 @@
+"""Reading, checking, aligning and rasterising (cryonet.raster), against independent references."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import from_origin
+from rasterio.warp import reproject, transform
+from rasterio.windows import Window
+from shapely.geometry import box
+
+from cryonet import raster
+from cryonet.constants import CLASS_IDS, LABEL_NODATA, S2_BANDS, S2_RESOLUTION_M
+from cryonet.raster import Grid, RasterError
+from cryonet.scene import Scene
+
+UTM45 = "EPSG:32645"
+UTM44 = "EPSG:32644"
+
+
+def _grid(epsg: str, left: float, top: float, res: float, width: int, height: int) -> Grid:
+    return Grid(crs=rasterio.crs.CRS.from_string(epsg), transform=from_origin(left, top, res, res), width=width,
+                height=height)
+
+
+def _reference(src_path: Path, grid: Grid, resampling: Resampling, src_nodata=None) -> np.ndarray:
+    """Independent whole-array rasterio.warp.reproject onto ``grid``, NaN outside."""
+    with rasterio.open(src_path) as src:
+        data = src.read(1).astype("float64")
+        nod = src.nodata if src_nodata is None else src_nodata
+        out = np.full(grid.shape, np.nan, "float64")
+        reproject(data, out, src_transform=src.transform, src_crs=src.crs, src_nodata=nod, dst_transform=grid.transform,
+                  dst_crs=grid.crs, dst_nodata=np.nan, resampling=resampling)
+    return out
+
+
+def _smooth(rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols]
+    return (1000 + 3 * x + 2 * y + 20 * np.sin(x / 4.0) + rng.normal(0, 1, (rows, cols))).astype("float32")
+
+
+# ----------------------------------------------------------------------------------------------------- reading --
+def test_read_raster_int_nodata_to_nan_and_bands_window(make_raster):
+    data = np.arange(2 * 16 * 16, dtype="int16").reshape(2, 16, 16)
+    data[0, 3, 4] = -9999
+    data[1, 5, 6] = -9999
+    path = make_raster("a.tif", data, nodata=-9999)
+    arr = raster.read_raster(path)
+    assert arr.dtype == np.float32 and arr.shape == (2, 16, 16)
+    assert np.isnan(arr[0, 3, 4]) and np.isnan(arr[1, 5, 6]) and np.isnan(arr).sum() == 2
+    assert arr[0, 0, 1] == 1.0 and arr[1, 15, 15] == data[1, 15, 15]
+    raw = raster.read_raster(path, masked_nan=False)
+    assert raw[0, 3, 4] == -9999
+    part = raster.read_raster(path, bands=2, window=Window(4, 2, 5, 3))
+    np.testing.assert_array_equal(part[0], data[1, 2:5, 4:9].astype("float32"))
+    with pytest.raises(RasterError, match="band"):
+        raster.read_raster(path, bands=3)
+
+
+def test_read_mask_combines_nodata_and_internal_mask(tmp_path):
+    data = np.full((1, 16, 16), 7, "uint8")
+    data[0, 0, 0] = 0  # nodata
+    path = tmp_path / "m.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8", crs=UTM45,
+                           transform=from_origin(5e5, 3.1e6, 10, 10), nodata=0) as dst:
+            dst.write(data)
+            mask = np.full((16, 16), 255, "uint8")
+            mask[10:, :] = 0  # internally masked rows
+            dst.write_mask(mask)
+    valid = raster.read_mask(path)
+    expected = np.ones((16, 16), bool)
+    expected[0, 0] = False
+    expected[10:, :] = False
+    np.testing.assert_array_equal(valid, expected)
+    arr = raster.read_raster(path)[0]
+    np.testing.assert_array_equal(np.isnan(arr), ~expected)
+
+
+def test_read_mask_float_nan(make_raster):
+    data = np.ones((8, 8), "float32")
+    data[2, 2] = np.nan
+    path = make_raster("f.tif", data)
+    valid = raster.read_mask(path)
+    assert valid.sum() == 63 and not valid[2, 2]
+
+
+def test_iter_windows_partition_and_halo():
+    shape = (37, 50)
+    cover = np.zeros(shape, int)
+    cores = list(raster.iter_windows(shape, 16))
+    for w in cores:
+        cover[w.toslices()] += 1
+    assert (cover == 1).all() and len(cores) == 3 * 4
+    outers = list(raster.iter_windows(shape, 16, overlap=3))
+    assert len(outers) == len(cores)
+    field = np.arange(37 * 50).reshape(shape)
+    for core, outer in zip(cores, outers, strict=True):
+        assert outer.row_off >= 0 and outer.col_off >= 0
+        assert outer.row_off + outer.height <= 37 and outer.col_off + outer.width <= 50
+        block = field[outer.toslices()]
+        np.testing.assert_array_equal(block[raster.halo_slices(core, outer)], field[core.toslices()])
+        if core.row_off > 0:
+            assert core.row_off - outer.row_off == 3
+    unclipped = list(raster.iter_windows(Grid(rasterio.crs.CRS.from_string(UTM45), from_origin(0, 0, 1, 1), 50, 37),
+                                         16, overlap=3, clip=False))
+    assert unclipped[0].row_off == -3 and unclipped[0].col_off == -3 and unclipped[0].height == 22
+
+
+def test_read_window_boundless(make_raster):
+    data = np.arange(16 * 16, dtype="float32").reshape(16, 16)
+    data[1, 1] = -1
+    path = make_raster("b.tif", data, nodata=-1)
+    arr = raster.read_window(path, Window(-2, -3, 8, 8))
+    assert arr.shape == (1, 8, 8)
+    assert np.isnan(arr[0, :3, :]).all() and np.isnan(arr[0, :, :2]).all()
+    np.testing.assert_array_equal(arr[0, 3:, 2:], np.where(data[:5, :6] == -1, np.nan, data[:5, :6]))
+    with rasterio.open(path) as src:
+        far = raster.read_window(src, ((20, 24), (20, 24)))
+    assert np.isnan(far).all()
+
+
+# ------------------------------------------------------------------------------------------------- bad inputs --
+def test_check_raster_missing_file(tmp_path):
+    path = tmp_path / "nope.tif"
+    with pytest.raises(RasterError, match="not found") as exc:
+        raster.check_raster(path)
+    assert str(path) in str(exc.value)
+
+
+def test_check_raster_not_a_raster(tmp_path):
+    path = tmp_path / "text.tif"
+    path.write_text("this is not a GeoTIFF\n" * 10)
+    with pytest.raises(RasterError, match="not a readable raster") as exc:
+        raster.check_raster(path)
+    assert str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_check_raster_truncated(tmp_path, tiled):
+    path = tmp_path / "full.tif"
+    rng = np.random.default_rng(1)
+    kw = {"tiled": True, "blockxsize": 16, "blockysize": 16} if tiled else {}
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32", crs=UTM45,
+                       transform=from_origin(5e5, 3.1e6, 10, 10), compress="deflate", **kw) as dst:
+        dst.write(rng.random((2, 64, 64)).astype("float32"))
+    raster.check_raster(path)  # the complete file passes
+    cut = tmp_path / "cut.tif"
+    blob = path.read_bytes()
+    cut.write_bytes(blob[: len(blob) // 2])
+    with rasterio.open(cut) as src:  # the premise: the header alone still opens
+        assert src.count == 2
+    with pytest.raises(RasterError, match="truncated or corrupt") as exc:
+        raster.check_raster(cut)
+    assert str(cut) in str(exc.value)
+    with pytest.raises(RasterError, match="truncated or corrupt"):
+        raster.read_raster(cut)
+
+
+def test_check_raster_no_crs(make_raster):
+    path = make_raster("nocrs.tif", np.zeros((8, 8), "float32"), epsg=None)
+    with pytest.raises(RasterError, match="no coordinate reference system") as exc:
+        raster.check_raster(path)
+    assert str(path) in str(exc.value)
+
+
+def test_check_raster_wrong_band_count_and_dtype(make_raster):
+    path = make_raster("three.tif", np.zeros((3, 8, 8), "uint8"))
+    with pytest.raises(RasterError, match="expected 1 band") as exc:
+        raster.check_raster(path, count=1)
+    assert str(path) in str(exc.value) and "found 3" in str(exc.value)
+    with pytest.raises(RasterError, match="expected float data, found uint8") as exc:
+        raster.check_raster(path, dtype_kind="f")
+    assert str(path) in str(exc.value)
+    grid = raster.check_raster(path, count=3, dtype_kind="iu")
+    assert grid.shape == (8, 8) and grid.crs.to_epsg() == 32645
+
+
+def test_align_grids_do_not_overlap(make_raster, tmp_path):
+    path = make_raster("far.tif", np.ones((16, 16), "float32"), origin=(300_000.0, 3_000_000.0))
+    grid = _grid(UTM45, 600_000.0, 3_200_000.0, 10.0, 32, 32)
+    with pytest.raises(RasterError, match="does not overlap") as exc:
+        raster.align_to_grid(path, grid, tmp_path / "out.tif")
+    msg = str(exc.value)
+    assert str(path) in msg and "300000.0, 2999840.0, 300160.0, 3000000.0" in msg
+    assert "600000.0, 3199680.0, 600320.0, 3200000.0" in msg and "EPSG:32645" in msg
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_align_missing_input_names_file(tmp_path):
+    grid = _grid(UTM45, 5e5, 3.1e6, 10.0, 8, 8)
+    with pytest.raises(RasterError) as exc:
+        raster.align_to_grid(tmp_path / "missing.tif", grid, tmp_path / "o.tif")
+    assert "missing.tif" in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------------- alignment --
+def _cross_zone_case(make_raster, nodata_hole: bool = False):
+    """A 20 m raster in UTM 44N and a 10 m grid in UTM 45N that covers it partly (with margin outside it)."""
+    data = _smooth(40, 40)
+    if nodata_hole:
+        data[18:22, 18:22] = -9999
+    # Near the zone boundary (84E) so that both zones are sensible.
+    x44, y44 = 880_000.0, 3_150_000.0
+    path = make_raster("src20.tif", data, epsg=32644, res=20.0, origin=(x44, y44), nodata=-9999 if nodata_hole else None)
+    (x45,), (y45,) = transform(UTM44, UTM45, [x44 + 400], [y44 - 400])
+    grid = _grid(UTM45, round(x45) - 600.0, round(y45) + 600.0, 10.0, 120, 120)  # 200 m beyond every edge
+    return path, grid, data
+
+
+@pytest.mark.parametrize("method", ["bilinear", "cubic"])
+def test_align_cross_crs_matches_reproject(make_raster, tmp_path, method):
+    src, grid, _ = _cross_zone_case(make_raster)
+    out = raster.align_to_grid(src, grid, tmp_path / "al.tif", resampling=method)
+    assert raster.check_raster(out, count=1, dtype_kind="f") == grid
+    got = raster.read_raster(out)[0]
+    ref = _reference(src, grid, Resampling[method])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[~np.isnan(got)], ref[~np.isnan(ref)], rtol=1e-5, atol=1e-3)
+    # nodata outside the footprint: NaN, never zeros; inside: data.
+    assert np.isnan(got).sum() > 500 and np.nanmin(got) > 900
+    assert np.isfinite(got[30:90, 30:90]).all()
+    for corner in (got[:5, :5], got[:5, -5:], got[-5:, :5], got[-5:, -5:]):
+        assert np.isnan(corner).all()
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("src20",) and np.isnan(ds.nodata)
+
+
+def test_align_source_nodata_becomes_nan(make_raster, tmp_path):
+    src, grid, _ = _cross_zone_case(make_raster, nodata_hole=True)
+    got = raster.read_raster(raster.align_to_grid(src, grid, tmp_path / "al.tif"))[0]
+    ref = _reference(src, grid, Resampling.bilinear)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.nanmin(got) > 900  # no -9999 blended into neighbours
+    # the hole (a 80 m square in the source) is NaN in the output
+    (hx,), (hy,) = transform(UTM44, UTM45, [880_000.0 + 20 * 20], [3_150_000.0 - 20 * 20])
+    row, col = rasterio.transform.rowcol(grid.transform, hx, hy)
+    assert np.isnan(got[row - 2 : row + 2, col - 2 : col + 2]).all()
+
+
+def test_windowed_align_equals_whole_reproject(make_raster, tmp_path, monkeypatch):
+    src, grid, _ = _cross_zone_case(make_raster)
+    seen = []
+    real = raster.iter_windows
+
+    def spy(*args, **kwargs):
+        for w in real(*args, **kwargs):
+            seen.append(w)
+            yield w
+
+    monkeypatch.setattr(raster, "iter_windows", spy)
+    out = raster.align_to_grid(src, grid, tmp_path / "win.tif", window_size=16)
+    assert len(seen) == 64 and all(w.width <= 16 and w.height <= 16 for w in seen)
+    got = raster.read_raster(out)[0]
+    whole = _reference(src, grid, Resampling.bilinear)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(whole))
+    np.testing.assert_allclose(got[np.isfinite(got)], whole[np.isfinite(whole)], rtol=1e-5, atol=1e-3)
+    monkeypatch.setattr(raster, "iter_windows", real)
+    big = raster.read_raster(raster.align_to_grid(src, grid, tmp_path / "big.tif", window_size=4096))[0]
+    np.testing.assert_array_equal(got, big)
+
+
+def test_warped_reads_any_window_on_grid(make_raster, tmp_path):
+    src, grid, _ = _cross_zone_case(make_raster)
+    full = raster.read_raster(raster.align_to_grid(src, grid, tmp_path / "al.tif"))[0]
+    with raster.warped(src, grid) as vrt:
+        assert (vrt.height, vrt.width) == grid.shape and vrt.crs == grid.crs
+        part = raster.read_window(vrt, Window(30, 20, 17, 9))[0]
+    np.testing.assert_array_equal(part, full[20:29, 30:47])
+
+
+@pytest.mark.parametrize("method", ["nearest", "mode"])
+def test_align_categorical_keeps_value_set(make_raster, tmp_path, method):
+    rng = np.random.default_rng(3)
+    classes = rng.choice(np.array([1, 2, 3, 7], "uint8"), size=(40, 40))
+    path = make_raster("cls.tif", classes, epsg=32644, res=20.0, origin=(880_000.0, 3_150_000.0))
+    _, grid, _ = _cross_zone_case(make_raster)
+    out = raster.align_to_grid(path, grid, tmp_path / "cls_al.tif", categorical=True, resampling=method)
+    with rasterio.open(out) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255
+        arr = ds.read(1)
+    assert set(np.unique(arr)) <= {1, 2, 3, 7, 255}
+    assert (arr == 255).sum() > 500 and (arr == 0).sum() == 0  # outside the footprint: nodata, not class 0
+    if method == "nearest":
+        ref = _reference(path, grid, Resampling.nearest)
+        inside = arr != 255
+        np.testing.assert_array_equal(arr[inside], ref[inside].astype("uint8"))
+    with pytest.raises(ValueError, match="class ids"):
+        raster.align_to_grid(path, grid, tmp_path / "x.tif", categorical=True, resampling="bilinear")
+
+
+def test_phase_resampling_across_wrap(make_raster, tmp_path):
+    # A phase ramp that wraps: true phase = wrap(pi + 0.05 * (x - 20)) along columns, on a 20 m grid.
+    cols = np.arange(40)
+    true_src = np.angle(np.exp(1j * (np.pi + 0.05 * (cols - 20))))
+    phase = np.tile(true_src, (40, 1)).astype("float32")
+    path = make_raster("phase.tif", phase, epsg=32645, res=20.0, origin=(500_000.0, 3_130_000.0))
+    grid = _grid(UTM45, 500_100.0, 3_129_900.0, 10.0, 60, 60)  # inside the source, 10 m
+    out = raster.align_phase_to_grid(path, grid, tmp_path / "phase_al.tif")
+    got = raster.read_raster(out)[0]
+    assert np.isfinite(got).all()
+    # True phase at each output pixel centre (source pixel centres sit at 20*c + 10 m from the source origin).
+    x = 100.0 + 10.0 * np.arange(60) + 5.0
+    c = (x - 10.0) / 20.0
+    expected = np.angle(np.exp(1j * (np.pi + 0.05 * (c - 20))))
+    diff = np.angle(np.exp(1j * (got - expected[None, :])))
+    assert np.abs(diff).max() < 1e-3
+    assert np.abs(got).min() > 2.3  # true |phase| >= pi - 0.76 here: nothing near 0
+    # The naive method (bilinear on the wrapped numbers) does produce near-zero values here: the test can fail.
+    naive = _reference(path, grid, Resampling.bilinear)
+    assert np.nanmin(np.abs(naive)) < 2.0
+    assert np.nanmax(np.abs(np.angle(np.exp(1j * (naive - expected[None, :]))))) > 1.5
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("phase",) and ds.tags()["units"] == "radians"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temporaries removed
+
+
+# ------------------------------------------------------------------------------------------------ rasterising --
+def test_rasterize_priority_hand_counts():
+    grid = _grid(UTM45, 500_000.0, 3_130_000.0, 10.0, 20, 20)
+
+    def square(r0, r1, c0, c1):  # rows/cols [r0, r1) x [c0, c1) as a polygon in grid coordinates
+        return box(500_000 + 10 * c0, 3_130_000 - 10 * r1, 500_000 + 10 * c1, 3_130_000 - 10 * r0)
+
+    clean = gpd.GeoDataFrame(geometry=[square(2, 12, 2, 12)], crs=UTM45)  # 100 px
+    debris = gpd.GeoDataFrame(geometry=[square(6, 16, 6, 16)], crs=UTM45)  # 100 px, 36 over clean ice
+    lake = gpd.GeoDataFrame(geometry=[square(9, 14, 9, 14)], crs=UTM45).to_crs("EPSG:4326")  # 25 px, in debris
+    # Given in reverse order: painting follows the priority, not the dict order.
+    labels = raster.rasterize_polygons({"lake": lake, "debris": debris, "clean_ice": clean}, grid)
+    assert labels.dtype == np.uint8
+    counts = np.bincount(labels.ravel(), minlength=4)
+    assert counts.tolist() == [400 - 64 - 75 - 25, 64, 75, 25]
+    assert labels[10, 10] == CLASS_IDS["lake"] and labels[7, 7] == CLASS_IDS["debris"]
+    assert labels[3, 3] == CLASS_IDS["clean_ice"] and labels[0, 0] == 0
+    touched = raster.rasterize_polygons({"lake": lake}, grid, all_touched=True)
+    assert (touched == 3).sum() >= 25
+    with pytest.raises(ValueError, match="unknown class"):
+        raster.rasterize_polygons({"rock": lake}, grid)
+
+
+def _gpkg(path: Path, layers: dict[str, gpd.GeoDataFrame]) -> Path:
+    for name, gdf in layers.items():
+        gdf.to_file(path, layer=name, driver="GPKG")
+    return path
+
+
+def test_rasterize_scene_labels(tmp_path):
+    grid = _grid(UTM45, 500_000.0, 3_130_000.0, 10.0, 20, 20)
+    gl = gpd.GeoDataFrame(geometry=[box(500_000, 3_129_800, 500_100, 3_130_000)], crs=UTM45)  # cols 0-9, rows 0-19
+    lk = gpd.GeoDataFrame(geometry=[box(500_050, 3_129_950, 500_150, 3_130_000)], crs=UTM45)  # cols 5-14, rows 0-4
+    path = _gpkg(tmp_path / "ref.gpkg", {"glaciers": gl, "lakes": lk})  # no debris layer: treated as empty
+    labels = raster.rasterize_scene_labels(path, grid)
+    assert (labels == 3).sum() == 50 and (labels == 1).sum() == 200 - 25 and (labels == 2).sum() == 0
+    other = _gpkg(tmp_path / "other.gpkg", {"roads": gl})
+    from cryonet.vector import VectorError
+
+    with pytest.raises(VectorError, match="none of the label layers") as exc:
+        raster.rasterize_scene_labels(other, grid)
+    assert str(other) in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------------ whole scene --
+def _tiny_scene(root: Path) -> tuple[Scene, dict[str, np.ndarray]]:
+    """A hand-made 32x32 (10 m) scene: S2 DN at native resolution, DEM in EPSG:4326, InSAR at 20 m, labels."""
+    left, top = 500_000.0, 3_130_000.0
+    rng = np.random.default_rng(7)
+    dns = {}
+    files = {}
+    for band in S2_BANDS:
+        res = S2_RESOLUTION_M[band]
+        n = 320 // res
+        dn = rng.integers(500, 9000, (n, n)).astype("uint16")
+        dn[:2, :] = 0  # L2A nodata stripe at the top (20 m rows 0-1 = 10 m rows 0-3)
+        dns[band] = dn
+        files[band] = f"s2/{band}.tif"
+        _write(root / files[band], dn, UTM45, from_origin(left, top, res, res), nodata=0 if band != "B2" else None)
+    (lon0, lon1), (lat1, lat0) = transform(UTM45, "EPSG:4326", [left - 200, left + 520], [top + 200, top - 520])
+    dem = np.linspace(4000, 5000, 40 * 40).reshape(40, 40).astype("int16")
+    _write(root / "dem.tif", dem, "EPSG:4326",
+           rasterio.transform.from_bounds(lon0, lat0, lon1, lat1, 40, 40), nodata=None)
+    _write(root / "coh.tif", rng.random((16, 16)).astype("float32"), UTM45, from_origin(left, top, 20, 20))
+    _write(root / "phase.tif", rng.uniform(-np.pi, np.pi, (16, 16)).astype("float32"), UTM45,
+           from_origin(left, top, 20, 20))
+    gl = gpd.GeoDataFrame(geometry=[box(left, top - 320, left + 160, top)], crs=UTM45)  # cols 0-15
+    db = gpd.GeoDataFrame(geometry=[box(left + 100, top - 320, left + 200, top)], crs=UTM45)  # cols 10-19
+    lk = gpd.GeoDataFrame(geometry=[box(left + 250, top - 100, left + 300, top - 50)], crs=UTM45)  # 5x5
+    _gpkg(root / "ref.gpkg", {"glaciers": gl, "debris": db, "lakes": lk})
+    doc = {"region": "poiqu", "synthetic": True, "s2": files, "dem": "dem.tif", "coherence": "coh.tif",
+           "phase": "phase.tif", "labels": "ref.gpkg", "sun_azimuth_deg": 150.0, "sun_elevation_deg": 50.0}
+    (root / "scene.json").write_text(json.dumps(doc))
+    return Scene.load(root), dns
+
+
+def _write(path: Path, arr: np.ndarray, crs: str, tr, nodata=None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1, dtype=arr.dtype,
+                       crs=crs, transform=tr, nodata=nodata) as dst:
+        dst.write(arr, 1)
+
+
+def test_align_scene_tiny(tmp_path):
+    scene, dns = _tiny_scene(tmp_path / "scene")
+    out = raster.align_scene(scene, tmp_path / "aligned", progress=False)
+    assert set(out) == {*S2_BANDS, "dem", "coherence", "phase", "labels"}
+    grid = Grid.from_file(scene.reference_band)
+    for name, path in out.items():
+        assert path == tmp_path / "aligned" / f"{name}.tif"
+        assert Grid.from_file(path) == grid
+        with rasterio.open(path) as ds:
+            assert ds.descriptions == (name,)
+    # B2 is on the reference grid already: exactly (DN - 1000) / 10000, clipped at 0, NaN where DN == 0.
+    b2 = raster.read_raster(out["B2"])[0]
+    dn = dns["B2"].astype("float64")
+    expected = np.where(dn == 0, np.nan, np.maximum((dn - 1000) / 10000, 0))
+    np.testing.assert_allclose(b2, expected, atol=1e-6)
+    assert np.isnan(b2[:2]).all() and np.nanmin(b2) == 0.0 and np.nanmax(b2) <= 0.8
+    # a 20 m band: NaN over its nodata stripe (rows 0-3 at 10 m), reflectance in range elsewhere
+    b11 = raster.read_raster(out["B11"])[0]
+    assert np.isnan(b11[:3]).all() and np.isfinite(b11[5:]).all() and np.nanmax(b11) <= 0.8
+    dem = raster.read_raster(out["dem"])[0]
+    assert np.isfinite(dem).all() and 4000 <= dem.min() and dem.max() <= 5000
+    phase = raster.read_raster(out["phase"])[0]
+    assert np.isfinite(phase).all() and np.abs(phase).max() <= np.pi + 1e-6
+    with rasterio.open(out["labels"]) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == LABEL_NODATA
+        labels = ds.read(1)
+    assert (labels[:2] == LABEL_NODATA).all() and (labels[2:] != LABEL_NODATA).all()
+    body = labels[2:]
+    assert (body[:, :10] == 1).all() and (body[:, 10:20] == 2).all()
+    assert (labels == 3).sum() == 25 and (body[:, 20:] != 1).all()
+    # Resume: a second run keeps complete outputs (same mtime); overwrite recomputes.
+    stamps = {k: os.stat(p).st_mtime_ns for k, p in out.items()}
+    os.remove(out["dem"])
+    again = raster.align_scene(scene, tmp_path / "aligned", progress=False)
+    assert again["dem"].exists()
+    assert all(os.stat(p).st_mtime_ns == stamps[k] for k, p in again.items() if k != "dem")
+
+
+# --------------------------------------------------------------------------------------------------- realdata --
+def test_realdata_custom_tm_dem_to_utm(realdata, tmp_path):
+    src = realdata / "oggm-sample-data/realisation/RGI50-11.01270/dem.tif"
+    with rasterio.open(src) as ds:
+        assert ds.crs.to_epsg() is None  # the premise: a custom Transverse Mercator
+        src_data = ds.read(1)
+        src_bounds, src_crs = ds.bounds, ds.crs
+    # A 25 m UTM 32N grid extending 1 km beyond the footprint on every side.
+    left, bottom, right, top = rasterio.warp.transform_bounds(src_crs, "EPSG:32632", *src_bounds)
+    left, top = np.floor(left / 25) * 25 - 1000, np.ceil(top / 25) * 25 + 1000
+    width, height = int((right - left + 1000) // 25) + 1, int((top - bottom + 1000) // 25) + 1
+    grid = _grid("EPSG:32632", left, top, 25.0, width, height)
+    got = raster.read_raster(raster.align_to_grid(src, grid, tmp_path / "dem_utm.tif"))[0]
+    assert abs(np.nanmin(got) - src_data.min()) < 10 and abs(np.nanmax(got) - src_data.max()) < 10
+    # nodata: exactly the pixels whose centre falls outside the source footprint (1-pixel tolerance at the edge)
+    rows, cols = np.mgrid[0:height, 0:width]
+    xs, ys = rasterio.transform.xy(grid.transform, rows.ravel(), cols.ravel())
+    sx, sy = transform("EPSG:32632", src_crs, xs, ys)
+    sx, sy = np.reshape(sx, (height, width)), np.reshape(sy, (height, width))
+    res = 46.0 * 1.5
+    inside = (sx > src_bounds.left + res) & (sx < src_bounds.right - res) & (sy > src_bounds.bottom + res) & (
+        sy < src_bounds.top - res)
+    outside = (sx < src_bounds.left) | (sx > src_bounds.right) | (sy < src_bounds.bottom) | (sy > src_bounds.top)
+    assert np.isfinite(got[inside]).all() and np.isnan(got[outside]).all()
+    assert outside.sum() > 1000
+
+
+def test_realdata_rasterize_hef_area(realdata):
+    from cryonet.vector import read_polygons
+
+    hef = read_polygons(realdata / "oggm-sample-data/test-files/Hintereisferner_RGI6.shp")
+    assert abs(float(hef["Area"].iloc[0]) - 8.036) < 1e-3
+    left, bottom, right, top = hef.to_crs("EPSG:32632").total_bounds
+    res = 10.0
+    left, top = np.floor(left / res) * res - 100, np.ceil(top / res) * res + 100
+    grid = _grid("EPSG:32632", left, top, res, int((right - left) // res) + 20, int((top - bottom) // res) + 20)
+    labels = raster.rasterize_polygons({"clean_ice": hef}, grid)
+    area_km2 = (labels == 1).sum() * res * res / 1e6
+    assert abs(area_km2 - 8.036) / 8.036 < 0.01
