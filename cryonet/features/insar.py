@@ -22,6 +22,7 @@ import logging
 from typing import Final
 
 import numpy as np
+from scipy.ndimage import uniform_filter
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,12 @@ def insar_layers(coherence: np.ndarray, phase: np.ndarray) -> dict[str, np.ndarr
 
 
 def _window_shape(window: int | tuple[int, int]) -> tuple[int, int]:
-    size = (int(window), int(window)) if np.isscalar(window) else tuple(int(w) for w in window)  # type: ignore[arg-type]
-    if len(size) != 2 or min(size) < 1 or any(w % 2 == 0 for w in size):
-        raise ValueError(f"window must be an odd positive size (int or (rows, cols)) so that it is centred, got {window}")
-    return size  # type: ignore[return-value]
+    """``(rows, cols)`` of an odd, centred moving window."""
+    size = (window, window) if np.isscalar(window) else tuple(window)  # type: ignore[arg-type]
+    if len(size) != 2 or any(int(w) != w or w < 1 or w % 2 == 0 for w in size):
+        raise ValueError(f"window must be an odd positive size (int or (rows, cols)) so that it is centred, "
+                         f"got {window}")
+    return int(size[0]), int(size[1])
 
 
 def estimate_coherence(
@@ -105,8 +108,6 @@ def estimate_coherence(
     if s1.ndim != 2:
         raise ValueError(f"expected (rows, cols) images, got shape {s1.shape}")
     size = _window_shape(window)
-    from scipy.ndimage import uniform_filter
-
     s1 = s1.astype(np.complex128)
     s2 = s2.astype(np.complex128)
     invalid = ~(np.isfinite(s1) & np.isfinite(s2))

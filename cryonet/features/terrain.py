@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+from scipy.signal import fftconvolve
 from tqdm.auto import tqdm
 
 from cryonet.raster import Grid, RasterError, atomic_path, open_raster
@@ -121,8 +122,6 @@ def _check_layers(layers: Sequence[str], tpi_radii: Sequence[float]) -> None:
 
 def _multiscale_tpi(z: np.ndarray, invalid: np.ndarray, radius_m: float, res: tuple[float, float]) -> np.ndarray:
     """Centre minus the mean of the disc of ``radius_m`` (centre excluded); NaN where the disc is incomplete."""
-    from scipy.signal import fftconvolve
-
     xres, yres = res
     hr, hc = _disc_offsets(radius_m, res)
     if hr < 1 and hc < 1:
@@ -203,6 +202,12 @@ def terrain_layers(
 
     want = set(layers)
     out: dict[str, np.ndarray] = {}
+
+    def keep(name: str, arr: np.ndarray) -> None:
+        # NaN where the window is incomplete, float32 at once: keeps the peak memory of a large block low.
+        arr[bad] = np.nan
+        out[name] = arr.astype(np.float32)
+
     if want & {"slope", "aspect", "aspect_sin", "aspect_cos", "hillshade"}:
         # Horn (1981), as gdaldem: weighted differences over the 3 × 3 window. x east, n north.
         dzdx = ((z3 + 2.0 * z6 + z9) - (z1 + 2.0 * z4 + z7)) / (8.0 * xres)
@@ -210,26 +215,30 @@ def terrain_layers(
         grad = np.hypot(dzdx, dzdn)
         flat = grad == 0.0
         if "slope" in want:
-            out["slope"] = np.degrees(np.arctan(grad))
+            keep("slope", np.degrees(np.arctan(grad)))
         if "aspect" in want:
             # Downslope direction (-dz/dx, -dz/dn) as an azimuth clockwise from north.
             aspect = np.mod(np.degrees(np.arctan2(-dzdx, -dzdn)), 360.0)
             aspect[aspect >= 360.0] = 0.0  # np.mod(-tiny, 360) rounds to 360
             aspect[flat] = np.nan
-            out["aspect"] = aspect
+            keep("aspect", aspect)
+            del aspect
         if want & {"aspect_sin", "aspect_cos"}:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                safe = np.where(flat, 1.0, grad)
-                out["aspect_sin"] = np.where(flat, 0.0, -dzdx / safe)
-                out["aspect_cos"] = np.where(flat, 0.0, -dzdn / safe)
+            safe = np.where(flat, 1.0, grad)
+            if "aspect_sin" in want:
+                keep("aspect_sin", np.where(flat, 0.0, -dzdx / safe))
+            if "aspect_cos" in want:
+                keep("aspect_cos", np.where(flat, 0.0, -dzdn / safe))
+            del safe
         if "hillshade" in want:
             az = math.radians(sun_azimuth)
             alt = math.radians(sun_elevation)
             # Unit surface normal (-dz/dx, -dz/dn, 1)/|.| dotted with the unit vector towards the sun.
-            cosi = (math.sin(alt) - math.cos(alt) * (math.sin(az) * dzdx + math.cos(az) * dzdn)) / np.sqrt(
-                1.0 + dzdx * dzdx + dzdn * dzdn
-            )
-            out["hillshade"] = np.clip(cosi, 0.0, 1.0)
+            cosi = math.sin(alt) - math.cos(alt) * (math.sin(az) * dzdx + math.cos(az) * dzdn)
+            cosi /= np.sqrt(1.0 + grad * grad)
+            keep("hillshade", np.clip(cosi, 0.0, 1.0, out=cosi))
+            del cosi
+        del dzdx, dzdn, grad, flat
     if want & {"curv_plan", "curv_profile"}:
         # Zevenbergen & Thorne (1987): p, q first and r, s, t second derivatives of the fitted surface (y north).
         p = (z6 - z4) / (2.0 * xres)
@@ -241,23 +250,26 @@ def terrain_layers(
         flat2 = g2 == 0.0
         safe = np.where(flat2, 1.0, g2)
         if "curv_profile" in want:  # minus d²z/ds² along the gradient
-            out["curv_profile"] = np.where(flat2, 0.0, -(r * p * p + 2.0 * s * p * q + t * q * q) / safe)
+            keep("curv_profile", np.where(flat2, 0.0, -(r * p * p + 2.0 * s * p * q + t * q * q) / safe))
         if "curv_plan" in want:  # minus d²z/dc² along the contour
-            out["curv_plan"] = np.where(flat2, 0.0, -(r * q * q - 2.0 * s * p * q + t * p * p) / safe)
+            keep("curv_plan", np.where(flat2, 0.0, -(r * q * q - 2.0 * s * p * q + t * p * p) / safe))
+        del p, q, r, s, t, g2, flat2, safe
     if "tpi" in want:
-        out["tpi"] = z5 - (z1 + z2 + z3 + z4 + z6 + z7 + z8 + z9) / 8.0
+        keep("tpi", z5 - (z1 + z2 + z3 + z4 + z6 + z7 + z8 + z9) / 8.0)
     if "roughness" in want:
-        window = (z1, z2, z3, z4, z5, z6, z7, z8, z9)
-        out["roughness"] = np.maximum.reduce(window) - np.minimum.reduce(window)
-    for name, arr in out.items():
-        arr[bad] = np.nan
+        hi, lo = z1.copy(), z1.copy()
+        for zi in (z2, z3, z4, z5, z6, z7, z8, z9):
+            np.maximum(hi, zi, out=hi)
+            np.minimum(lo, zi, out=lo)
+        keep("roughness", hi - lo)
+        del hi, lo
     if "elevation" in want:
-        out["elevation"] = z.copy()
+        out["elevation"] = z.astype(np.float32)
     for radius in tpi_radii:
         name = _tpi_name(radius)
         if name in want:
-            out[name] = _multiscale_tpi(z, invalid, radius, (xres, yres))
-    return {name: out[name].astype(np.float32) for name in layers}
+            out[name] = _multiscale_tpi(z, invalid, radius, (xres, yres)).astype(np.float32)
+    return {name: out[name] for name in layers}
 
 
 def terrain_layers_dask(
