@@ -83,7 +83,8 @@ def _read_file(path: Path, layer: str | None) -> gpd.GeoDataFrame:
             GeometryRepairWarning,
             stacklevel=3,
         )
-        return gpd.read_file(path, layer=layer, engine="pyogrio", encoding="latin-1")
+        # "ISO-8859-1" (not "latin-1"): GDAL's shapefile driver recodes only under the canonical iconv name.
+        return gpd.read_file(path, layer=layer, engine="pyogrio", encoding="ISO-8859-1")
 
 
 def read_polygons(
