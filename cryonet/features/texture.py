@@ -81,8 +81,6 @@ PERCENTILE_SAMPLE: Final[int] = 4_000_000
 
 _FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(ALL_FEATURES)}
 _MAX_LEVELS: Final[int] = 65536
-# Running sums kept per pair offset, in this order (see _pair_update).
-_N_ACC: Final[int] = 7
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -301,47 +299,31 @@ def quantize(
 # The numba kernel
 # ------------------------------------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
-def _pair_update(C, acc, k, i, j, sgn, need_matrix, hom_tab, xlogx):  # noqa: ANN001, ANN202
-    """Add (``sgn=+1``) or remove (``-1``) the unordered pixel pair ``(i, j)`` of offset ``k``.
+def _pair_delta(Ck, i, j, sgn, xlogx):  # noqa: ANN001, ANN202
+    """Add (``sgn=+1``) or remove (``-1``) the unordered pair ``(i, j)`` in the symmetric count matrix ``Ck``.
 
-    ``acc[k]`` holds, over the pairs of the window: Σ|i-j|, Σ hom(|i-j|) (fixed point), Σ(i+j), Σ(i²+j²), Σij,
-    ΣC² and ΣC·ln C (fixed point) over the symmetric count matrix ``C[k]`` (a pair adds 1 to ``C[i,j]`` and to
-    ``C[j,i]``, i.e. 2 to ``C[i,i]`` when ``i == j``).
+    A pair adds 1 to ``Ck[i, j]`` and to ``Ck[j, i]`` (so 2 to ``Ck[i, i]`` when ``i == j``), as scikit-image's
+    ``symmetric=True``. Returns the changes of ``ΣC²`` (exact) and of ``ΣC·ln C`` (fixed point, from ``xlogx``).
     """
-    ad = i - j if i >= j else j - i
-    acc[k, 0] += sgn * ad
-    acc[k, 1] += sgn * hom_tab[ad]
-    acc[k, 2] += sgn * (i + j)
-    acc[k, 3] += sgn * (i * i + j * j)
-    acc[k, 4] += sgn * (i * j)
-    if need_matrix:
-        if i == j:
-            c = np.int64(C[k, i, i])
-            if sgn > 0:
-                acc[k, 5] += 4 * c + 4
-                acc[k, 6] += xlogx[c + 2] - xlogx[c]
-                C[k, i, i] = c + 2
-            else:
-                acc[k, 5] += 4 - 4 * c
-                acc[k, 6] += xlogx[c - 2] - xlogx[c]
-                C[k, i, i] = c - 2
-        else:
-            c = np.int64(C[k, i, j])
-            if sgn > 0:
-                acc[k, 5] += 4 * c + 2
-                acc[k, 6] += 2 * (xlogx[c + 1] - xlogx[c])
-                C[k, i, j] = c + 1
-                C[k, j, i] = c + 1
-            else:
-                acc[k, 5] += 2 - 4 * c
-                acc[k, 6] += 2 * (xlogx[c - 1] - xlogx[c])
-                C[k, i, j] = c - 1
-                C[k, j, i] = c - 1
+    if i == j:
+        c = np.int64(Ck[i, i])
+        c2 = c + 2 * sgn
+        Ck[i, i] = c2
+        return c2 * c2 - c * c, xlogx[c2] - xlogx[c]
+    c = np.int64(Ck[i, j])
+    c2 = c + sgn
+    Ck[i, j] = c2
+    Ck[j, i] = c2
+    return 2 * (c2 * c2 - c * c), 2 * (xlogx[c2] - xlogx[c])
 
 
 def _glcm_rows(q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out):  # noqa: ANN001, ANN202, D103
     # Rows of window centres are split into ``n_strips`` strips run in parallel (prange); ``n_strips=1`` runs on the
-    # calling thread only (inside dask tasks, which already run one per core).
+    # calling thread only (inside dask tasks, which already run one per core). Within a row, each offset k slides
+    # its window from left to right keeping its running sums in local integers (registers):
+    #   sd = Σ|i-j|, sh = Σ hom(|i-j|) (fixed point), s1 = Σ(i+j), s2 = Σ(i²+j²), s12 = Σij   over the window's pairs,
+    #   sq = ΣC², se = ΣC·ln C (fixed point)                                                over the count matrix,
+    # and adds its weighted features to a row buffer; the row buffer, divided by the total weight, is the output.
     rows, cols = q.shape
     r = window // 2
     n_off = offsets.shape[0]
@@ -350,11 +332,6 @@ def _glcm_rows(q, offsets, weights, window, levels, sel, need_matrix, hom_tab, x
     if y1 <= y0 or x1 <= x0:
         return
     nrows = y1 - y0
-    # Per offset: pairs per window (constant for full windows), anchor-column shifts and ln(2n).
-    npairs = np.zeros(n_off, np.int64)
-    for k in range(n_off):
-        dr, dc = offsets[k, 0], offsets[k, 1]
-        npairs[k] = max(window - dr, 0) * max(window - abs(dc), 0)
     total_w = 0.0
     for k in range(n_off):
         total_w += weights[k]
@@ -364,73 +341,100 @@ def _glcm_rows(q, offsets, weights, window, levels, sel, need_matrix, hom_tab, x
         ya = y0 + (s * nrows) // n_strips
         yb = y0 + ((s + 1) * nrows) // n_strips
         C = np.zeros((n_off, msize, msize), np.int32)
-        acc = np.zeros((n_off, _N_ACC), np.int64)
-        res = np.zeros(9, np.float64)
+        acc = np.zeros((9, cols), np.float64)
         for y in range(ya, yb):
-            acc[:, :] = 0
-            for x in range(x0, x1):
-                for k in range(n_off):
-                    n = npairs[k]
-                    if n == 0:
-                        continue
-                    dr, dc = offsets[k, 0], offsets[k, 1]
-                    cl = max(0, -dc)
-                    ch = max(0, dc)
+            acc[:, :] = 0.0
+            for k in range(n_off):
+                dr, dc = offsets[k, 0], offsets[k, 1]
+                w = weights[k]
+                n = max(window - dr, 0) * max(window - abs(dc), 0)  # pairs per full window
+                if n == 0:  # no pair fits: scikit-image's empty GLCM gives 0 everywhere, correlation 1
+                    for x in range(x0, x1):
+                        acc[6, x] += w
+                    continue
+                n2 = 2 * n
+                log_n2 = math.log(n2)
+                cl = max(0, -dc)
+                ch = max(0, dc)
+                a0 = y - r
+                a1 = y + r + 1 - dr
+                Ck = C[k]
+                sd = 0
+                sh = 0
+                s1 = 0
+                s2 = 0
+                s12 = 0
+                sq = 0
+                se = 0
+                for x in range(x0, x1):
                     if x == x0:  # a fresh window at the start of each row: every pair from scratch
-                        for a in range(y - r, y + r + 1 - dr):
+                        for a in range(a0, a1):
                             for b in range(x - r + cl, x + r - ch + 1):
-                                _pair_update(C, acc, k, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), 1,
-                                             need_matrix, hom_tab, xlogx)
+                                i = np.int64(q[a, b])
+                                j = np.int64(q[a + dr, b + dc])
+                                ad = abs(i - j)
+                                sd += ad
+                                sh += hom_tab[ad]
+                                s1 += i + j
+                                s2 += i * i + j * j
+                                s12 += i * j
+                                if need_matrix:
+                                    dq, de = _pair_delta(Ck, i, j, 1, xlogx)
+                                    sq += dq
+                                    se += de
                     else:  # slide one column: drop the leaving anchor column, add the entering one
                         bo = x - 1 - r + cl
                         bn = x + r - ch
-                        for a in range(y - r, y + r + 1 - dr):
-                            _pair_update(C, acc, k, np.int64(q[a, bo]), np.int64(q[a + dr, bo + dc]), -1,
-                                         need_matrix, hom_tab, xlogx)
-                            _pair_update(C, acc, k, np.int64(q[a, bn]), np.int64(q[a + dr, bn + dc]), 1,
-                                         need_matrix, hom_tab, xlogx)
-                # Features of this window, averaged over offsets (weighted by how many (d, angle) map to each).
-                res[:] = 0.0
-                for k in range(n_off):
-                    w = weights[k]
-                    n = npairs[k]
-                    if n == 0:  # no pair fits: scikit-image's empty GLCM gives 0 everywhere, correlation 1
-                        res[6] += w
-                        continue
-                    n2 = 2 * n
-                    s1 = acc[k, 2]
-                    s2 = acc[k, 3]
-                    s12 = acc[k, 4]
-                    res[0] += w * ((s2 - 2 * s12) / n)
-                    res[1] += w * (acc[k, 0] / n)
-                    res[2] += w * (acc[k, 1] * inv_scale / n)
+                        for a in range(a0, a1):
+                            i = np.int64(q[a, bo])
+                            j = np.int64(q[a + dr, bo + dc])
+                            ad = abs(i - j)
+                            sd -= ad
+                            sh -= hom_tab[ad]
+                            s1 -= i + j
+                            s2 -= i * i + j * j
+                            s12 -= i * j
+                            if need_matrix:
+                                dq, de = _pair_delta(Ck, i, j, -1, xlogx)
+                                sq += dq
+                                se += de
+                            i = np.int64(q[a, bn])
+                            j = np.int64(q[a + dr, bn + dc])
+                            ad = abs(i - j)
+                            sd += ad
+                            sh += hom_tab[ad]
+                            s1 += i + j
+                            s2 += i * i + j * j
+                            s12 += i * j
+                            if need_matrix:
+                                dq, de = _pair_delta(Ck, i, j, 1, xlogx)
+                                sq += dq
+                                se += de
+                    # Features of this offset's GLCM, in closed form from the sums (P = C / 2n).
+                    acc[0, x] += w * ((s2 - 2 * s12) / n)
+                    acc[1, x] += w * (sd / n)
+                    acc[2, x] += w * (sh * inv_scale / n)
                     if need_matrix:
-                        asm = acc[k, 5] / (n2 * n2)
-                        res[3] += w * asm
-                        res[4] += w * math.sqrt(asm)
-                        res[5] += w * max(0.0, math.log(n2) - acc[k, 6] * inv_scale / n2)  # >= 0; no -1e-15 from rounding
+                        asm = sq / (n2 * n2)
+                        acc[3, x] += w * asm
+                        acc[4, x] += w * math.sqrt(asm)
+                        acc[5, x] += w * max(0.0, log_n2 - se * inv_scale / n2)  # >= 0: no -1e-15 from rounding
                     var_num = s2 * n2 - s1 * s1  # exact integers: zero only for a constant marginal
                     if var_num == 0:
-                        res[6] += w
+                        acc[6, x] += w  # scikit-image's convention for zero variance
                     else:
-                        res[6] += w * ((2 * s12 * n2 - s1 * s1) / var_num)
-                    res[7] += w * (s1 / n2)
-                    res[8] += w * (var_num / (n2 * n2))
-                for f in range(n_sel):
-                    out[f, y, x] = res[sel[f]] / total_w
-            # Empty the count matrices by removing the row's last window (cheaper than zeroing levels² entries).
-            if need_matrix:
-                x = x1 - 1
-                for k in range(n_off):
-                    if npairs[k] == 0:
-                        continue
-                    dr, dc = offsets[k, 0], offsets[k, 1]
-                    cl = max(0, -dc)
-                    ch = max(0, dc)
-                    for a in range(y - r, y + r + 1 - dr):
+                        acc[6, x] += w * ((2 * s12 * n2 - s1 * s1) / var_num)
+                    acc[7, x] += w * (s1 / n2)
+                    acc[8, x] += w * (var_num / (n2 * n2))
+                # Empty the count matrix by removing the row's last window (cheaper than zeroing levels² entries).
+                if need_matrix:
+                    x = x1 - 1
+                    for a in range(a0, a1):
                         for b in range(x - r + cl, x + r - ch + 1):
-                            _pair_update(C, acc, k, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), -1,
-                                         need_matrix, hom_tab, xlogx)
+                            _pair_delta(Ck, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), -1, xlogx)
+            for f in range(n_sel):
+                for x in range(x0, x1):
+                    out[f, y, x] = acc[sel[f], x] / total_w
 
 
 _glcm_kernel = numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)(_glcm_rows)
