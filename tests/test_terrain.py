@@ -56,9 +56,9 @@ def _reproject_to_utm32n(src_path: Path, dst_path: Path) -> Path:
     return dst_path
 
 
-def _gdaldem(mode: str, dem: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``gdaldem <mode>`` with default options; return (values as float64, nodata mask)."""
-    subprocess.run(["gdaldem", mode, "-q", str(dem), str(out)], check=True, capture_output=True)
+def _gdaldem(mode: str, dem: Path, out: Path, *options: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``gdaldem <mode>`` (default options unless given); return (values as float64, nodata mask)."""
+    subprocess.run(["gdaldem", mode, "-q", *options, str(dem), str(out)], check=True, capture_output=True)
     with rasterio.open(out) as ds:
         values = ds.read(1).astype(np.float64)
         return values, values == ds.nodata
@@ -109,6 +109,13 @@ def test_matches_gdaldem_on_real_dems(real_dem: Path, tmp_path: Path) -> None:
         else:
             # Metres; gdaldem sums float32 elevations of up to ~6000 m (float32 spacing 4.9e-4 m): allow 1 cm.
             assert np.abs(mine - ref)[valid].max() < 0.01
+
+    # Another sun (the Poiqu preset's Sentinel-2 overpass geometry): the azimuth/elevation conventions agree.
+    ref, ref_nodata = _gdaldem("hillshade", real_dem, tmp_path / "hs2.tif", "-az", "152", "-alt", "48")
+    mine = terrain_layers(dem, res, sun_azimuth=152.0, sun_elevation=48.0, layers=("hillshade",))["hillshade"]
+    np.testing.assert_array_equal(np.isnan(mine), ref_nodata)
+    dn = np.round(1.0 + 254.0 * mine.astype(np.float64))
+    assert np.abs(dn - ref)[~ref_nodata].max() <= 1.0
 
 
 # --- analytic surfaces --------------------------------------------------------------------------------------------
