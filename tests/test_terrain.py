@@ -329,9 +329,13 @@ def test_dask_equals_numpy() -> None:
     da = pytest.importorskip("dask.array")
     dem = _random_dem((40, 52))
     dem[10, 30] = np.nan
+    mask = np.zeros(dem.shape, dtype=bool)
+    mask[25, 3] = True
     res = (20.0, 30.0)
-    ref = terrain_layers(dem, res, tpi_radii=(65.0,), sun_azimuth=100.0)
-    lazy = terrain_layers_dask(da.from_array(dem, chunks=(13, 17)), res, tpi_radii=(65.0,), sun_azimuth=100.0)
+    ref = terrain_layers(dem, res, tpi_radii=(65.0,), sun_azimuth=100.0, nodata_mask=mask)
+    lazy = terrain_layers_dask(da.from_array(dem, chunks=(13, 17)), res, tpi_radii=(65.0,), sun_azimuth=100.0,
+                               nodata_mask=da.from_array(mask, chunks=(20, 20)))
+    assert np.isnan(ref["slope"][24:27, 2:5]).all()
     assert list(lazy) == list(ref)
     for name, arr in lazy.items():
         np.testing.assert_array_equal(arr.compute(), ref[name], err_msg=name)
