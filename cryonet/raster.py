@@ -144,7 +144,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         Path(str(tmp_path) + ".aux.xml").unlink(missing_ok=True)
 
 
-def _gtiff_profile(
+def gtiff_profile(
     grid: Grid,
     count: int,
     dtype: np.dtype | str,
@@ -153,7 +153,22 @@ def _gtiff_profile(
     compress: str = "deflate",
     blocksize: int = 256,
 ) -> dict:
-    """The rasterio creation profile of a compressed GeoTIFF on ``grid`` (tiled when the grid holds a whole tile)."""
+    """The rasterio creation profile of a compressed GeoTIFF on ``grid``, as :func:`write_raster` uses it.
+
+    For writing window by window: ``with atomic_path(dst) as tmp, rasterio.open(tmp, "w", **gtiff_profile(...))``
+    then ``dst.write(block, window=w)`` per window, with windows of whole tiles (multiples of ``blocksize``).
+
+    Args:
+        grid: Pixel grid of the file.
+        count: Number of bands.
+        dtype: Data type of the file.
+        nodata: Nodata value (NaN allowed for float types), or None.
+        compress: Compression codec (a floating-point predictor is added for float data).
+        blocksize: Tile edge length; the file is tiled only if the grid is at least one tile in each direction.
+
+    Returns:
+        Keyword arguments for ``rasterio.open(path, "w", **profile)``.
+    """
     dtype = np.dtype(dtype)
     profile = {
         "driver": "GTiff",
@@ -171,6 +186,10 @@ def _gtiff_profile(
     if np.issubdtype(dtype, np.floating):
         profile["predictor"] = 3 if compress in ("deflate", "lzw", "zstd") else 1
     return profile
+
+
+#: Former private name, still imported by :mod:`cryonet.features.stack`.
+_gtiff_profile = gtiff_profile
 
 
 def write_raster(
@@ -215,7 +234,7 @@ def write_raster(
     out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
     if out_dtype == np.bool_:
         out_dtype = np.dtype("uint8")
-    profile = _gtiff_profile(grid, arr.shape[0], out_dtype, nodata, compress=compress, blocksize=blocksize)
+    profile = gtiff_profile(grid, arr.shape[0], out_dtype, nodata, compress=compress, blocksize=blocksize)
     path = Path(path)
     with atomic_path(path) as tmp:
         target = tmp.with_name(tmp.name + ".plain.tif") if cog else tmp
@@ -663,7 +682,7 @@ def _align(
         if len(names) != count:
             raise ValueError(f"{len(names)} band names given for {count} output bands of {src_path}")
         dtype, nodata = vrt.dtypes[0], vrt.nodata
-        profile = _gtiff_profile(grid, count, dtype, nodata)
+        profile = gtiff_profile(grid, count, dtype, nodata)
         size = _window_size(window_size, profile)
         n_windows = -(-grid.height // size) * -(-grid.width // size)
         with atomic_path(dst_path) as tmp:
@@ -765,7 +784,7 @@ def align_phase_to_grid(
         src_grid = Grid(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
         with tempfile.TemporaryDirectory(dir=dst_path.parent, prefix=f".{dst_path.stem}.") as tmpdir:
             unit = Path(tmpdir) / "cos_sin.tif"
-            profile = _gtiff_profile(src_grid, 2, "float32", float("nan"))
+            profile = gtiff_profile(src_grid, 2, "float32", float("nan"))
             size = _window_size(window_size, profile)
             with rasterio.open(unit, "w", **profile) as dst:
                 for win in iter_windows(src_grid, size):
@@ -881,7 +900,7 @@ def rasterize_scene_labels(labels_gpkg: str | os.PathLike[str], grid: Grid, *, a
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
+def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
     """Sentinel-2 L2A digital numbers -> surface reflectance 0-1 (NaN stays NaN).
 
     ``(DN + S2_L2A_OFFSET) / S2_L2A_SCALE``; the conversion is linear, so converting after resampling equals
@@ -891,6 +910,10 @@ def _dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
     """
     refl = (dn + S2_L2A_OFFSET) / S2_L2A_SCALE
     return np.maximum(refl, 0.0, out=refl)  # np.maximum propagates NaN
+
+
+#: Former private name, still imported by :mod:`cryonet.features.stack`.
+_dn_to_reflectance = dn_to_reflectance
 
 
 def _on_grid(path: Path, grid: Grid) -> bool:
@@ -937,7 +960,7 @@ def align_scene(
     Writes into ``out_dir``, one single-band GeoTIFF per layer, each with its band description set:
 
     * ``B2.tif`` ... ``B12.tif``: surface reflectance 0-1, float32, NaN where L2A DN is 0 (nodata); bilinear for
-      the 20 m bands; negative reflectance clipped to 0 (see :func:`_dn_to_reflectance`);
+      the 20 m bands; negative reflectance clipped to 0 (see :func:`dn_to_reflectance`);
     * ``dem.tif``: elevation (metres), bilinear from the DEM's own CRS (e.g. EPSG:4326);
     * ``coherence.tif``: InSAR coherence 0-1, bilinear;
     * ``phase.tif``: wrapped phase (radians), resampled through its complex exponential
@@ -960,13 +983,16 @@ def align_scene(
         Layer name (``"B2"`` ... ``"B12"``, ``"dem"``, ``"coherence"``, ``"phase"``, ``"labels"``) -> path.
     """
     grid = check_raster(scene.reference_band, count=1)
+    # Fail fast, before hours of warping, if any input is unreadable, truncated or not single-band.
+    for path in [*scene.s2.values(), scene.dem, scene.coherence, scene.phase]:
+        check_raster(path, count=1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def s2_job(band: str) -> Callable[[Path], Path]:
         return lambda dst: _align(
             scene.s2[band], grid, dst, band_names=[band], window_size=window_size, src_nodata=S2_L2A_NODATA,
-            convert=_dn_to_reflectance, tags={"units": "surface reflectance (0-1)"},
+            convert=dn_to_reflectance, tags={"units": "surface reflectance (0-1)"},
         )  # fmt: skip
 
     def continuous_job(src: Path, name: str, units: str) -> Callable[[Path], Path]:

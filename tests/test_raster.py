@@ -268,6 +268,39 @@ def test_windowed_align_equals_whole_reproject(make_raster, tmp_path, monkeypatc
     np.testing.assert_array_equal(got, big)
 
 
+def test_tiled_output_windows_round_to_tiles(tmp_path):
+    # A grid larger than one 256-px tile: the output is tiled and windows are whole tiles.
+    src = tmp_path / "big_src.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=200, height=160, count=1, dtype="float32", crs=UTM44,
+                       transform=from_origin(880_000.0, 3_150_000.0, 30.0, 30.0)) as dst:
+        dst.write(_smooth(160, 200, seed=5), 1)
+    (x45,), (y45,) = transform(UTM44, UTM45, [880_000.0], [3_150_000.0])
+    grid = _grid(UTM45, round(x45), round(y45), 10.0, 600, 300)
+    out = raster.align_to_grid(src, grid, tmp_path / "tiled.tif", window_size=100)
+    with rasterio.open(out) as ds:
+        assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
+    got = raster.read_raster(out)[0]
+    ref = _reference(src, grid, Resampling.bilinear)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[np.isfinite(got)], ref[np.isfinite(ref)], rtol=1e-5, atol=1e-3)
+
+
+def test_failed_alignment_leaves_no_file(make_raster, tmp_path):
+    src, grid, _ = _cross_zone_case(make_raster)
+    calls = []
+
+    def explode(data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return data
+
+    dst = tmp_path / "out" / "x.tif"
+    with pytest.raises(RuntimeError, match="disk full"):
+        raster._align(src, grid, dst, window_size=16, convert=explode)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the output nor a temporary file
+
+
 def test_warped_reads_any_window_on_grid(make_raster, tmp_path):
     src, grid, _ = _cross_zone_case(make_raster)
     full = raster.read_raster(raster.align_to_grid(src, grid, tmp_path / "al.tif"))[0]
