@@ -18,17 +18,19 @@ The ``ci`` budget (measured)
 ----------------------------
 Target: training all four models at the ``ci`` settings takes at most ~15 min on the project's 2-core CPU, i.e.
 about 3 min per model on average. One AdamW train step (forward + cross-entropy + backward + step), batch
-8 x 30 x 128 x 128, ResNet-18 encoder, 2 threads, measured 2026-11-24 on this machine while ~7 other engineers
-shared the 2 cores (so these are upper-side figures)::
+8 x 30 x 128 x 128, ResNet-18 encoder, 2 threads, measured 2026-11-24 on this machine while other engineers
+shared the 2 cores (load average 1.3 in the first run, ~4 in the second; the minima are the closest to a quiet
+machine, the medians of the busy run an upper side)::
 
-    cryonet (UNet++ scSE)  1.4 - 2.5 s per step (outliers to 13 s under contention)   16.3 M parameters
-    unet                   0.39 s                                                     14.4 M
-    deeplabv3plus          0.31 - 0.34 s                                              12.4 M
-    segformer (R18)        0.38 - 0.42 s                                              11.9 M
+    model                  fastest step   median, busy run (load ~4)   parameters
+    cryonet (UNet++ scSE)  1.27 s         2.59 s                        16.3 M
+    unet                   0.38 s         0.81 s                        14.4 M
+    deeplabv3plus          0.31 s         4.36 s (contention)           12.4 M
+    segformer (R18)        0.36 s         2.56 s (contention)           11.9 M
 
-``max_train_tiles=192`` and ``batch_size=8`` give 24 steps per epoch; 5 epochs = 120 steps per model: about
-3 - 5 min for CryoNet and under 1 min for each baseline, ~7 min of train steps for all four, which leaves room
-for validation, data loading and a busier machine within the 15 min budget.
+``max_train_tiles=192`` and ``batch_size=8`` give 24 steps per epoch; 5 epochs = 120 steps per model: on a quiet
+machine ~2.5 min for CryoNet and under 1 min for each baseline, ~5 min of train steps for all four, which leaves
+room for validation, data loading and a busier machine (x2) within the 15 min budget.
 """
 
 from __future__ import annotations
