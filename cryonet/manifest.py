@@ -118,7 +118,8 @@ SOURCES: dict[str, Source] = {
             "glacierSMBM-liligo",
             "cran/glacierSMBM",
             "GPL-3.0-or-later",
-            "Groos, A. R. and Mayer, C.: glacierSMBM 0.1 (R package, CRAN, 2017); Groos et al., Geogr. Fis. Dinam. Quat.",
+            "Groos, A. R. and Mayer, C.: glacierSMBM 0.1 (R package, CRAN, 2017); "
+            "Groos et al., Geografia Fisica e Dinamica Quaternaria (2017)",
             "glacierSMBM.md",
         ),
         Source(
@@ -367,6 +368,110 @@ def fetch(
     copies = [_copy_atomic(p, dest / Path(n).name) for p, n in zip(paths, group, strict=True)]
     logger.info("copied %s to %s", ", ".join(Path(n).name for n in group), dest)
     return copies[0]
+
+
+# --- real inputs of the study regions -----------------------------------------------------------------------------
+
+#: Areas of interest for the real-data inputs of each region, ``(west, south, east, north)`` in degrees (WGS 84).
+#: Poiqu: the Poiqu / Bhote Koshi basin; Mont Blanc: the glaciated massif. See ``data_manifest/poiqu.md`` and
+#: ``data_manifest/montblanc.md``.
+REGION_BOUNDS: dict[str, tuple[float, float, float, float]] = {
+    "poiqu": (85.6, 28.0, 86.3, 28.5),
+    "montblanc": (6.75, 45.8, 7.05, 45.95),
+}
+
+# MGRS lettering (WGS 84, "AA" scheme used by Sentinel-2). Hand-written because no MGRS library is a dependency;
+# checked in the tests against published MGRS references.
+_MGRS_COLUMNS = ("STUVWXYZ", "ABCDEFGH", "JKLMNPQR")  # by zone % 3 (0, 1, 2); 100 km columns 1..8
+_MGRS_ROWS = "ABCDEFGHJKLMNPQRSTUV"  # 20 row letters, repeating every 2000 km; even zones start 5 letters later
+_MGRS_BANDS = "CDEFGHJKLMNPQRSTUVWX"  # 8-degree latitude bands from 80 S (X spans 72-84 N)
+#: Sentinel-2 L1C/L2A tiles are 109.8 km squares whose upper-left corner is that of their MGRS 100 km square.
+S2_TILE_SIZE_M = 109_800.0
+
+
+def mgrs_square(lon: float, lat: float, zone: int | None = None) -> str:
+    """The MGRS 100 km square (``zone + band + 2 letters``, e.g. ``32TLR``) holding a point.
+
+    Args:
+        lon: Longitude, degrees east.
+        lat: Latitude, degrees north (-80..84).
+        zone: UTM zone to express the point in (default: the standard zone of ``lon``; the Norway/Svalbard
+            exceptions are not applied).
+    """
+    from pyproj import Transformer
+
+    if not -80.0 <= lat <= 84.0:
+        raise ValueError(f"latitude {lat} is outside the UTM/MGRS range -80..84 degrees")
+    zone = zone or int((lon + 180.0) // 6.0) % 60 + 1
+    epsg = (32600 if lat >= 0 else 32700) + zone
+    x, y = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+    return _mgrs_letters(zone, lat, x, y)
+
+
+def _mgrs_letters(zone: int, lat: float, x: float, y: float) -> str:
+    band = _MGRS_BANDS[min(int((lat + 80.0) // 8.0), len(_MGRS_BANDS) - 1)]
+    column = _MGRS_COLUMNS[zone % 3][int(x // 100_000) - 1]
+    row = _MGRS_ROWS[(int(y // 100_000) + (0 if zone % 2 else 5)) % 20]
+    return f"{zone:02d}{band}{column}{row}"
+
+
+def sentinel2_tiles(
+    bounds: tuple[float, float, float, float], zone: int, *, samples: int = 60
+) -> dict[str, float]:
+    """Sentinel-2 tiles of one UTM zone that cover a lon/lat box, with the fraction of the box each covers.
+
+    A tile is the 109.8 km square that starts at the upper-left corner of its MGRS 100 km square, so it also
+    covers the westmost and northmost 9.8 km of its eastern and southern neighbours. The box is sampled on a
+    ``samples x samples`` grid of points.
+
+    Args:
+        bounds: ``(west, south, east, north)`` in degrees.
+        zone: UTM zone (northern hemisphere) in which the tiles are wanted, e.g. 45 for Poiqu, 32 for Mont Blanc.
+        samples: Points per side of the sampling grid.
+
+    Returns:
+        Tile id (e.g. ``45RUM``) -> fraction (0-1] of the sample points it covers, largest first.
+    """
+    from pyproj import Transformer
+
+    west, south, east, north = bounds
+    lon, lat = np.meshgrid(np.linspace(west, east, samples), np.linspace(south, north, samples))
+    fwd = Transformer.from_crs(4326, 32600 + zone, always_xy=True)
+    inv = Transformer.from_crs(32600 + zone, 4326, always_xy=True)
+    x, y = fwd.transform(lon.ravel(), lat.ravel())
+    overlap = S2_TILE_SIZE_M - 100_000.0
+    hits: dict[str, int] = {}
+    for i in range(x.size):
+        tiles = set()
+        for dx, dy in ((0.0, 0.0), (-overlap, 0.0), (0.0, overlap), (-overlap, overlap)):
+            # the 100 km square of the shifted point names a tile whose 109.8 km extent reaches the point itself
+            sx, sy = x[i] + dx, y[i] + dy
+            _, slat = inv.transform(sx, sy)
+            tiles.add(_mgrs_letters(zone, float(slat), sx, sy))
+        for t in tiles:
+            hits[t] = hits.get(t, 0) + 1
+    return {t: n / x.size for t, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def glo30_tiles(bounds: tuple[float, float, float, float]) -> list[str]:
+    """Names of the Copernicus DEM GLO-30 1 x 1 degree tiles that cover a lon/lat box.
+
+    The names follow the distribution's scheme ``Copernicus_DSM_COG_10_<N|S>yy_00_<E|W>xxx_00_DEM``, where the
+    tile's south-west corner is (xxx, yy) degrees and ``10`` is the 1-arc-second (30 m) resolution code.
+
+    Args:
+        bounds: ``(west, south, east, north)`` in degrees.
+    """
+    import math
+
+    west, south, east, north = bounds
+    names = []
+    for lat in range(math.floor(south), math.ceil(north)):
+        for lon in range(math.floor(west), math.ceil(east)):
+            ns = f"{'N' if lat >= 0 else 'S'}{abs(lat):02d}"
+            ew = f"{'E' if lon >= 0 else 'W'}{abs(lon):03d}"
+            names.append(f"Copernicus_DSM_COG_10_{ns}_00_{ew}_00_DEM")
+    return names
 
 
 # --- derived files ------------------------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ def test_url_paths_follow_the_source_repositories():
     assert by_name["oggm-sample-data/test-files/hef_srtm.tif"].url == (
         f"{raw}/OGGM/oggm-sample-data/99651428d84b68735c87001da70983fa369abd59/test-files/hef_srtm.tif"
     )
-    assert by_name[SMALL].url == f"{raw}/cran/glacierSMBM/586b4bdc6a3e880d4afb855198b1011b8f8e630f/data/debrisMask_30m.rda"
+    smbm = f"{raw}/cran/glacierSMBM/586b4bdc6a3e880d4afb855198b1011b8f8e630f"
+    assert by_name[SMALL].url == f"{smbm}/data/debrisMask_30m.rda"
     assert by_name["glacierSMBM-liligo/original_rda/debrisMask_30m.Rd"].url.endswith("/man/debrisMask_30m.Rd")
     assert by_name["hkh-glacial-lakes/HKH_2000.shp"].url == (
         f"{raw}/fidelsteiner/HMAGLOFDB/b47ff193425ad307092c45c32a22995bcfd24a03/Database/Lakes/HKHLAKEDB/HKH_2000.shp"
@@ -210,7 +211,8 @@ def test_fetching_a_shapefile_brings_its_sidecars(mirror, cache, tmp_path):
     dest = tmp_path / "vectors"
     path = manifest.fetch(SHAPEFILE, dest=dest, progress=False, timeout=TIMEOUT_S)
     stem = "Hintereisferner_RGI5"
-    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{stem}{s}" for s in (".cpg", ".dbf", ".prj", ".shp", ".shx"))
+    expected = sorted(f"{stem}{s}" for s in (".cpg", ".dbf", ".prj", ".shp", ".shx"))
+    assert sorted(p.name for p in dest.iterdir()) == expected
     for name in [SHAPEFILE, *manifest.companions(SHAPEFILE)]:
         assert (cache / name).is_file()
     outline = gpd.read_file(path)  # readable only with .shx/.dbf beside it; CRS only with .prj
@@ -356,3 +358,91 @@ def test_derive_without_recipe_explains_how_it_was_made():
         manifest.derive("glacierSMBM-liligo/debrisMask_30m.tif")
     with pytest.raises(KeyError, match="derived_HKH_2000_SunKoshi_Poiqu"):
         manifest.derive("hkh-glacial-lakes/derived_HKH_2000_SunKoshi.geojson")
+
+
+# --- real inputs of the study regions -------------------------------------------------------------------------------
+
+
+def test_mgrs_square_matches_published_references():
+    # the textbook MGRS example: Washington Monument, 18S UJ 23480 06470 (US Army FM 3-25.26)
+    assert manifest.mgrs_square(-77.0353, 38.8895) == "18SUJ"
+    # Honolulu, Oahu lies in 4Q FJ
+    assert manifest.mgrs_square(-157.858, 21.3069) == "04QFJ"
+    # Mont Blanc summit is on Sentinel-2 tile T32TLR
+    assert manifest.mgrs_square(6.8652, 45.8326) == "32TLR"
+    # southern hemisphere and an even zone: Exploradores glacier (geoutils ASTER DEM, EPSG:32718)
+    assert manifest.mgrs_square(-73.2, -46.55).startswith("18G")
+    with pytest.raises(ValueError, match="outside"):
+        manifest.mgrs_square(10.0, 85.0)
+
+
+def _tile_cover_brute_force(bounds, zone, tile_xy):
+    """Fraction of a lon/lat box inside explicit Sentinel-2 tile extents: (x0, y_top) -> 109.8 km square."""
+    import numpy as np
+    from pyproj import Transformer
+
+    w, s, e, n = bounds
+    lon, lat = np.meshgrid(np.linspace(w, e, 60), np.linspace(s, n, 60))
+    x, y = Transformer.from_crs(4326, 32600 + zone, always_xy=True).transform(lon, lat)
+    inside = np.zeros(x.shape, bool)
+    fractions = []
+    for x0, top in tile_xy:
+        hit = (x >= x0) & (x <= x0 + 109_800) & (y <= top) & (y >= top - 109_800)
+        fractions.append(hit.mean())
+        inside |= hit
+    return fractions, inside.mean()
+
+
+def test_sentinel2_tiles_of_the_study_regions():
+    poiqu = manifest.sentinel2_tiles(manifest.REGION_BOUNDS["poiqu"], zone=45)
+    assert set(poiqu) == {"45RUM", "45RVM", "45RUL", "45RVL"}
+    fractions, union = _tile_cover_brute_force(
+        manifest.REGION_BOUNDS["poiqu"], 45, [(300_000, 3_200_000), (400_000, 3_200_000)]
+    )
+    assert poiqu["45RUM"] == pytest.approx(fractions[0]) and poiqu["45RVM"] == pytest.approx(fractions[1])
+    assert union == 1.0, "T45RUM + T45RVM must cover the whole Poiqu box"
+    montblanc = manifest.sentinel2_tiles(manifest.REGION_BOUNDS["montblanc"], zone=32)
+    assert montblanc["32TLR"] == 1.0 and set(montblanc) <= {"32TLR", "32TLS"}
+
+
+def test_glo30_tile_names():
+    assert manifest.glo30_tiles(manifest.REGION_BOUNDS["poiqu"]) == [
+        "Copernicus_DSM_COG_10_N28_00_E085_00_DEM",
+        "Copernicus_DSM_COG_10_N28_00_E086_00_DEM",
+    ]
+    assert manifest.glo30_tiles((-73.4, -46.7, -72.9, -46.4)) == [
+        "Copernicus_DSM_COG_10_S47_00_W074_00_DEM",
+        "Copernicus_DSM_COG_10_S47_00_W073_00_DEM",
+    ]
+
+
+def test_region_bounds_agree_with_presets_and_pages():
+    from cryonet.regions import REGIONS
+
+    pages = manifest.registry_path().parent
+    for name, (w, s, e, n) in manifest.REGION_BOUNDS.items():
+        region = REGIONS[name]
+        assert w < region.centre_lon < e and s < region.centre_lat < n
+        zone = region.epsg - 32600
+        assert zone == int((region.centre_lon + 180) // 6) + 1
+        text = (pages / f"{name}.md").read_text()
+        for tile, share in manifest.sentinel2_tiles((w, s, e, n), zone).items():
+            assert f"T{tile}" in text, f"{name}.md does not list tile T{tile}"
+            assert f"{round(share * 100)} %" in text, f"{name}.md: share of T{tile} should read {share:.0%}"
+        for dem in manifest.glo30_tiles((w, s, e, n)):
+            assert dem in text
+
+
+@pytest.mark.realdata
+def test_poiqu_bounds_hold_the_basin_lakes_and_glofs(realdata):
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import box
+
+    aoi = box(*manifest.REGION_BOUNDS["poiqu"])
+    lakes = gpd.read_file(realdata / "hkh-glacial-lakes/derived_HKH_2020_SunKoshi_Poiqu.geojson")
+    assert lakes.geometry.within(aoi).all()
+    glofs = pd.read_csv(realdata / "hkh-glacial-lakes/HMAGLOFDB.csv", encoding_errors="replace")
+    poiqu = glofs[glofs["River_Basin"] == "Poiqu"]
+    assert len(poiqu) == 13
+    assert gpd.points_from_xy(poiqu["Lon_lake"], poiqu["Lat_lake"]).within(aoi).all()
