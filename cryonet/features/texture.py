@@ -16,14 +16,14 @@ neighbour; the row offset is ``round(sin(angle) * distance)`` with rows counted 
 scikit-image itself (:func:`pair_offsets`), so the two cannot disagree on how a half-way value rounds.
 
 Why a hand-written kernel: scikit-image computes one GLCM per call; looping it over every pixel costs
-``O(levels²)`` per pixel and a Python call per window (~10 minutes for a 512² image). Here a numba kernel slides the
+``O(levels²)`` per pixel plus Python calls per window (minutes for a 512² image). Here a numba kernel slides the
 window along each row: when it moves one column, the pairs of the leaving column are removed and those of the
-entering column added, both from the symmetric co-occurrence counts and from running sums from which every feature
-follows in closed form (``Σ|i-j|``, ``Σ1/(1+(i-j)²)``, ``Σ(i+j)``, ``Σ(i²+j²)``, ``Σij``, ``ΣC²`` and ``ΣC·ln C`` over
-the count matrix). The cost per pixel is ``O(window × offsets)``, independent of ``levels``. All running sums are
-integers (the two non-integer ones, ``1/(1+δ²)`` and ``c·ln c``, in fixed point with a 2⁻³⁶-ish resolution), so there
-is no floating-point drift along a row and a pixel's value does not depend on where a tile or a row started: the
-numpy, dask and file versions agree bit for bit.
+entering column added, both in the symmetric co-occurrence counts and in running sums from which every feature
+follows in closed form (``Σ|i-j|``, ``Σ1/(1+(i-j)²)``, ``Σ(i+j)``, ``Σ(i²+j²)``, ``Σij``, and ``ΣC²`` and
+``ΣC·ln C`` over the count matrix). The cost per pixel is ``O(window × offsets)``, independent of ``levels``. All
+running sums are integers (the two non-integer ones, ``1/(1+δ²)`` and ``c·ln c``, in fixed point with a resolution of
+2⁻⁴⁰, coarser only for windows over ~300 pixels), so there is no floating-point drift along a row, and a pixel's value
+does not depend on where a tile or a row started: the numpy, dask and file versions agree bit for bit.
 
 Missing data: a window that contains a nodata pixel (NaN in a float input, or ``True`` in ``nodata_mask``), and a
 window that extends past the image edge, yields NaN. The first and last ``window // 2`` rows and columns are NaN.
@@ -142,19 +142,22 @@ def halo(window: int, distances: Sequence[int] | int = DEFAULT_DISTANCES) -> int
 def _skimage_offset(distance: int, angle_deg: float) -> tuple[int, int]:
     """The ``(row, col)`` pair offset that scikit-image's ``graycomatrix`` uses for one (distance, angle).
 
-    Read off scikit-image itself on a probe image of distinct values, so that the rounding of half-way values
-    (``round`` in its Cython loop, which is neither Python's nor numpy's) is reproduced exactly.
+    Read off scikit-image itself, so that the rounding of half-way values (``round`` in its Cython loop, which is
+    neither Python's nor numpy's banker's rounding) is reproduced exactly: in a probe image whose value is the row
+    index, every counted pair ``(i, j)`` has ``j - i`` equal to the row offset; likewise for columns.
     """
     from skimage.feature import graycomatrix
 
     n = 2 * distance + 1
-    probe = np.arange(n * n, dtype=np.uint16).reshape(n, n)
-    P = graycomatrix(probe, [distance], [math.radians(angle_deg)], levels=n * n)[:, :, 0, 0]
-    i, j = np.nonzero(P)
-    if i.size == 0:  # pragma: no cover - an offset never exceeds the probe for a distance >= 1
-        raise RuntimeError(f"could not determine scikit-image's pair offset for distance {distance}, angle {angle_deg}")
-    (ri, ci), (rj, cj) = divmod(int(i[0]), n), divmod(int(j[0]), n)
-    return rj - ri, cj - ci
+    index = np.repeat(np.arange(n, dtype=np.uint16)[:, np.newaxis], n, axis=1)
+    offset = []
+    for probe in (index, np.ascontiguousarray(index.T)):
+        P = graycomatrix(probe, [distance], [math.radians(angle_deg)], levels=n)[:, :, 0, 0]
+        i, j = np.nonzero(P)
+        if i.size == 0 or np.any(j - i != j[0] - i[0]):  # pragma: no cover - cannot happen for distance >= 1
+            raise RuntimeError(f"could not read scikit-image's pair offset for distance {distance}, angle {angle_deg}")
+        offset.append(int(j[0]) - int(i[0]))
+    return offset[0], offset[1]
 
 
 def pair_offsets(
@@ -317,12 +320,14 @@ def _pair_delta(Ck, i, j, sgn, xlogx):  # noqa: ANN001, ANN202
     return 2 * (c2 * c2 - c * c), 2 * (xlogx[c2] - xlogx[c])
 
 
-def _glcm_rows(q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out):  # noqa: ANN001, ANN202, D103
+def _glcm_rows(  # noqa: ANN202, D103
+    q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out  # noqa: ANN001
+):
     # Rows of window centres are split into ``n_strips`` strips run in parallel (prange); ``n_strips=1`` runs on the
     # calling thread only (inside dask tasks, which already run one per core). Within a row, each offset k slides
     # its window from left to right keeping its running sums in local integers (registers):
-    #   sd = Σ|i-j|, sh = Σ hom(|i-j|) (fixed point), s1 = Σ(i+j), s2 = Σ(i²+j²), s12 = Σij   over the window's pairs,
-    #   sq = ΣC², se = ΣC·ln C (fixed point)                                                over the count matrix,
+    #   sd = Σ|i-j|, sh = Σ hom(|i-j|) (fixed point), s1 = Σ(i+j), s2 = Σ(i²+j²), s12 = Σij  over the window's pairs,
+    #   sq = ΣC², se = ΣC·ln C (fixed point)  over the count matrix,
     # and adds its weighted features to a row buffer; the row buffer, divided by the total weight, is the output.
     rows, cols = q.shape
     r = window // 2
@@ -475,6 +480,13 @@ def _run_kernel(
     max_n2 = 2 * window * window
     if max_n2 * max_n2 * float(levels - 1) ** 2 >= 2.0**62:
         raise ValueError(f"window {window} with {levels} levels would overflow the integer sums; use fewer levels")
+    if need_matrix:
+        matrix_bytes = len(canon) * levels * levels * 4 * (numba.get_num_threads() if parallel else 1)
+        if matrix_bytes > 2**31:
+            raise ValueError(
+                f"{levels} grey levels need {matrix_bytes / 2**30:.1f} GiB of co-occurrence counts for ASM, energy "
+                "and entropy; use fewer levels (32 or 64 is usual) or only the other features"
+            )
     hom, xlogx, inv_scale = _tables(window, levels)
     out = np.full((len(features), rows, cols), np.nan, dtype=np.float32)
     n_centres = max(rows - 2 * (window // 2), 0)
@@ -753,7 +765,9 @@ def texture_file(
     h = halo(window, (distance,))
     with open_raster(in_path) as src:
         if not 1 <= band <= src.count:
-            raise RasterError(f"{in_path}: has {src.count} band(s), band {band} was requested; pass --band 1..{src.count}")
+            raise RasterError(
+                f"{in_path}: has {src.count} band(s), band {band} was requested; pass --band 1..{src.count}"
+            )
         rows, cols = src.height, src.width
         is_int = np.issubdtype(np.dtype(src.dtypes[band - 1]), np.integer)
         if vmin is None or vmax is None:
