@@ -234,9 +234,21 @@ def companions(name: str) -> list[str]:
 
 
 def mirror() -> str | None:
-    """The mirror base URL from ``$CRYONET_DATA_MIRROR`` (without a trailing slash), or None."""
-    value = os.environ.get(ENV_MIRROR, "").strip()
-    return value.rstrip("/") or None
+    """The mirror base URL from ``$CRYONET_DATA_MIRROR`` (without a trailing slash), or None.
+
+    Raises:
+        ManifestError: the variable is set to something that is not an http(s) or ftp URL (e.g. a local folder).
+    """
+    value = os.environ.get(ENV_MIRROR, "").strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://", "ftp://")):
+        raise ManifestError(
+            f"{ENV_MIRROR}={value!r}: expected the base URL of a mirror (http://, https:// or ftp://). To use a local "
+            f"folder laid out like the registry, serve it: `python -m http.server --directory {value} 8000` and set "
+            f"{ENV_MIRROR}=http://127.0.0.1:8000."
+        )
+    return value
 
 
 def _pooch(reg: dict[str, Entry], mirror_url: str | None, retries: int) -> pooch.Pooch:
@@ -308,8 +320,10 @@ def _fetch_one(pup: pooch.Pooch, entry: Entry, mirror_url: str | None, progress:
         if found is None or found == entry.sha256:
             raise
         # pooch deleted its temporary download; a stale cached copy (which already failed the hash, or pooch would
-        # not have re-downloaded it) is removed too, so that nothing unverified stays in the cache.
-        target.unlink(missing_ok=True)
+        # not have re-downloaded it) is removed too, so that nothing unverified stays in the cache. The hash is
+        # checked again first, in case another process has meanwhile put the right file there.
+        if target.is_file() and pooch.file_hash(str(target), alg="sha256") != entry.sha256:
+            target.unlink(missing_ok=True)
         raise ChecksumError(
             f"{entry.name}: checksum mismatch for the file downloaded from {url}: expected sha256 {entry.sha256}, "
             f"found sha256 {found}. The mirror or upstream file changed; check {ENV_MIRROR} "

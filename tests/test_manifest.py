@@ -265,6 +265,14 @@ def test_missing_file_on_mirror_names_url_and_variable(serve, cache, tmp_path, m
     assert files_under(cache) == []
 
 
+def test_mirror_must_be_a_url(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv(manifest.ENV_MIRROR, str(tmp_path))
+    with pytest.raises(manifest.ManifestError, match=r"CRYONET_DATA_MIRROR=.*http.server --directory"):
+        manifest.fetch(SMALL, progress=False)
+    monkeypatch.setenv(manifest.ENV_MIRROR, "  ")
+    assert manifest.mirror() is None
+
+
 def test_unreachable_mirror_fails_fast_with_clear_error(cache, monkeypatch):
     import socket
 
