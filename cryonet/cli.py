@@ -90,6 +90,45 @@ def _run_align(args: argparse.Namespace) -> int:
 
 
 # --- commands: issue 3 (features) ---------------------------------------------------------------------------------
+def _add_features(p: argparse.ArgumentParser) -> None:
+    from cryonet.constants import LAYER_GROUPS
+
+    p.add_argument("--scene", type=Path, required=True, help="scene directory (scene.json)")
+    p.add_argument("--out", type=Path, required=True, help="output stack GeoTIFF (STACK.layers.csv written beside)")
+    p.add_argument("--groups", nargs="+", choices=LAYER_GROUPS, default=list(LAYER_GROUPS), metavar="GROUP",
+                   help=f"layer groups to include (default all: {' '.join(LAYER_GROUPS)})")
+    p.add_argument("--block", type=int, default=512, help="processing block edge, pixels (512)")
+    p.add_argument("--texture-base", choices=["pc1", "B8"], default="pc1", help="image the GLCM is computed on (pc1)")
+    p.add_argument("--like", type=Path, default=None,
+                   help="source-region stack whose PCA and texture grey levels are reused (transfer)")
+    p.add_argument("--pca", type=Path, default=None, help="PCA transform JSON to apply instead of fitting one")
+    p.add_argument("--seed", type=int, default=0, help="seed of the PCA pixel sample (0)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even if an up-to-date stack exists")
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    from cryonet.features.pca import PCATransform
+    from cryonet.features.stack import build_stack
+
+    info = build_stack(
+        args.scene,
+        args.out,
+        groups=args.groups,
+        pca=PCATransform.load(args.pca) if args.pca else None,
+        texture_base=args.texture_base,
+        like=args.like,
+        block=args.block,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    state = "up to date, kept" if info.skipped else f"written in {info.seconds:.1f} s"
+    print(f"feature stack {info.path} ({len(info.layers)} layers, {state}); layer table {info.layers_csv}")
+    if info.pca_path:
+        print(f"PCA transform {info.pca_path}")
+    return 0
+
+
 def _add_texture(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="input raster (one band is used, see --band)")
     p.add_argument("out", type=Path, help="output float32 GeoTIFF, one band per GLCM feature (glcm_<feature>)")
@@ -159,6 +198,7 @@ COMMANDS: list[Command] = [
     ("fetch", "download a registered data file, verified by sha256", _add_fetch, _run_fetch),
     ("align", "co-register rasters onto one grid (and rasterise a scene's labels)", _add_align, _run_align),
     # --- registered commands: issue 3 ---
+    ("features", "build the feature stack of a scene (all seven layer groups)", _add_features, _run_features),
     ("texture", "GLCM texture features of one band over a sliding window", _add_texture, _run_texture),
     ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
      _run_terrain),
