@@ -41,6 +41,7 @@ import functools
 import logging
 import math
 import os
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -323,9 +324,8 @@ def _pair_delta(Ck, i, j, sgn, xlogx):  # noqa: ANN001, ANN202
 def _glcm_rows(  # noqa: ANN202, D103
     q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out  # noqa: ANN001
 ):
-    # Rows of window centres are split into ``n_strips`` strips run in parallel (prange); ``n_strips=1`` runs on the
-    # calling thread only (inside dask tasks, which already run one per core). Within a row, each offset k slides
-    # its window from left to right keeping its running sums in local integers (registers):
+    # Rows of window centres are split into ``n_strips`` strips, run in parallel by the parallel build (prange).
+    # Within a row, each offset k slides its window from left to right keeping its running sums in local integers:
     #   sd = Σ|i-j|, sh = Σ hom(|i-j|) (fixed point), s1 = Σ(i+j), s2 = Σ(i²+j²), s12 = Σij  over the window's pairs,
     #   sq = ΣC², se = ΣC·ln C (fixed point)  over the count matrix,
     # and adds its weighted features to a row buffer; the row buffer, divided by the total weight, is the output.
@@ -442,7 +442,21 @@ def _glcm_rows(  # noqa: ANN202, D103
                     out[f, y, x] = acc[sel[f], x] / total_w
 
 
-_glcm_kernel = numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)(_glcm_rows)
+def _renamed(func: types.FunctionType, name: str) -> types.FunctionType:
+    """A copy of ``func`` under another name: numba's on-disk cache is keyed by the function's qualified name and
+    not by ``parallel=``, so the serial and the parallel compilation of one body must not share a name."""
+    copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+    copy.__qualname__ = name
+    copy.__module__ = func.__module__
+    return copy
+
+
+# Whole arrays: parallel over row strips. Inside dask tasks (one per core already): a serial build, because calling
+# a parallel kernel from several threads at once is not allowed with numba's fallback "workqueue" threading layer.
+_glcm_parallel = numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)(_glcm_rows)
+_glcm_serial = numba.njit(parallel=False, cache=True, fastmath=False, nogil=True)(
+    _renamed(_glcm_rows, "_glcm_rows_serial")
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -491,7 +505,8 @@ def _run_kernel(
     out = np.full((len(features), rows, cols), np.nan, dtype=np.float32)
     n_centres = max(rows - 2 * (window // 2), 0)
     n_strips = max(1, min(n_centres, 8 * numba.get_num_threads())) if parallel else 1
-    _glcm_kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, xlogx, inv_scale,
+    kernel = _glcm_parallel if parallel else _glcm_serial
+    kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, xlogx, inv_scale,
            n_strips, out)
     return out
 
