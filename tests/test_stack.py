@@ -285,3 +285,36 @@ def test_dask_local_cluster_equals_numpy(full_stack, scene, tmp_path):
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, equal_nan=True)
     assert json.loads(pd.read_csv(info.layers_csv).to_json())  # sidecar written by the dask build too
+
+
+def test_inputs_agree_with_raster_align_scene(full_stack, scene, tmp_path):
+    """Cross-check the on-the-fly reads against cryonet.raster.align_scene (written files, other code path)."""
+    from cryonet.raster import align_scene, read_raster
+
+    aligned = align_scene(scene, tmp_path / "aligned", progress=False)
+    data, desc, _ = _read(full_stack.path)
+    layer = {n: data[i] for i, n in enumerate(desc)}
+    for band in ("B11", "B5", "B2"):
+        np.testing.assert_allclose(layer[band], read_raster(aligned[band])[0], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(layer["coherence"], read_raster(aligned["coherence"])[0], atol=1e-6, equal_nan=True)
+    phase = read_raster(aligned["phase"])[0]
+    ok = np.isfinite(phase)
+    diff = np.angle(np.exp(1j * (np.arctan2(layer["phase_sin"], layer["phase_cos"]) - phase)))
+    assert np.abs(diff[ok]).max() < 1e-5
+    dem = read_raster(aligned["dem"])[0]
+    assert np.nanmax(np.abs(layer["elevation"] - dem)) < 1.0  # GDAL's per-request kernel scale, see stack._warped
+
+
+def test_cli_features(scene, tmp_path, capsys):
+    from cryonet.cli import main
+
+    out = tmp_path / "cli.tif"
+    rc = main(["-q", "features", "--scene", str(scene.root), "--out", str(out), "--groups", "s2", "indices", "pca",
+               "--block", "32"])
+    assert rc == 0 and "feature stack" in capsys.readouterr().out
+    table = read_layer_table(out)
+    assert list(dict.fromkeys(table["group"])) == ["s2", "indices", "pca"]
+    assert (tmp_path / "cli.pca.json").is_file()
+    rc = main(["features", "--scene", str(tmp_path / "missing"), "--out", str(out)])
+    assert rc == 1
+    assert "scene.json" in capsys.readouterr().err
