@@ -976,7 +976,11 @@ def align_scene(
     * ``phase.tif``: wrapped phase (radians), resampled through its complex exponential
       (:func:`align_phase_to_grid`), because bilinear interpolation of wrapped values is wrong at the ±pi wrap;
     * ``labels.tif`` (if ``scene.labels``): uint8 class ids, :data:`~cryonet.constants.LABEL_NODATA` (255) where
-      the reference band has no data.
+      the reference band has no data (DN 0, nodata or masked).
+
+    Memory: the raster layers are warped window by window (a few ``window_size``² blocks at a time); only the
+    label raster is held whole while the polygons are burnt in (one byte per pixel: 120 MB for a full 10980²
+    Sentinel-2 tile).
 
     Resuming: each file is written atomically, so a file under its final name is complete; an existing output on
     the reference grid is therefore kept as it is (skipped) unless ``overwrite`` is set. Delete ``out_dir`` or
