@@ -192,6 +192,47 @@ def _run_terrain(args: argparse.Namespace) -> int:
 
 
 # --- commands: issue 4 (models, training, inference) --------------------------------------------------------------
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", required=True, type=Path, help="feature stack GeoTIFF (band descriptions = layers)")
+    p.add_argument("--labels", required=True, type=Path, help="label raster on the stack's grid (0..3, 255 nodata)")
+    p.add_argument("--model", default="cryonet", help="cryonet, unet, deeplabv3plus or segformer (default cryonet)")
+    p.add_argument("--profile", default="ci", help="ci or paper (default ci)")
+    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, split, history)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
+    p.add_argument("--encoder", default=None, help="override the profile's encoder (e.g. resnet18)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from cryonet.train import train
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "encoder": args.encoder}.items() if v is not None}
+    res = train(args.stack, args.labels, args.out, model=args.model, profile=args.profile, resume=args.resume,
+                device=args.device, progress=not args.quiet, **overrides)
+    state = "finished" if res.finished else "stopped"
+    print(f"{res.model} (encoder {res.encoder}) {state} after {res.epochs_run} epochs; best validation mIoU "
+          f"(glacier classes) {res.best_score:.4f} at epoch {res.best_epoch}; run in {res.run_dir}")
+    return 0
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="run directory written by `cryonet train`")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="tiles to score (default test)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over tiles (default 1000)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from cryonet.train import evaluate
+
+    res = evaluate(args.run, args.split, n_boot=args.n_boot, device=args.device, progress=not args.quiet)
+    s, ci = res["summary"], res["ci"]["miou_glacier"]
+    print(f"{res['model']} (encoder {res['encoder']}), {res['split']} split, {res['n_tiles']} tiles: "
+          f"mIoU glacier {s['miou_glacier']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}], mIoU all "
+          f"{s['miou_all']:.4f}, pixel accuracy {s['pixel_accuracy']:.4f}; written to {res['file']}")
+    return 0
+
 
 COMMANDS: list[Command] = [
     ("synth", "generate a synthetic twin scene (offline default data)", _add_synth, _run_synth),
@@ -203,6 +244,10 @@ COMMANDS: list[Command] = [
     ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
      _run_terrain),
     # --- registered commands: issue 4 ---
+    ("train", "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)", _add_train,
+     _run_train),
+    ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate,
+     _run_evaluate),
 ]
 
 
