@@ -411,7 +411,10 @@ def terrain_file(
             "crs": grid.crs,
             "transform": grid.transform,
             "nodata": float("nan"),
+            # Float terrain layers compress poorly (about 20 %); deflate level 1 gets most of that at a third of the
+            # default level's cost.
             "compress": "deflate",
+            "zlevel": 1,
             "predictor": 3,
             "BIGTIFF": "IF_SAFER",
         }
