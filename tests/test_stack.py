@@ -318,3 +318,18 @@ def test_cli_features(scene, tmp_path, capsys):
     rc = main(["features", "--scene", str(tmp_path / "missing"), "--out", str(out)])
     assert rc == 1
     assert "scene.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_poiqu_twin_debris_overlaps_rock_in_s2_but_separates_elsewhere(tmp_path):
+    """The issue's "done when": on the poiqu twin scene debris and rock-like background overlap in the s2 group
+    (|d| < 1 for every band) and separate (|d| > 1) in at least one terrain, InSAR or texture layer."""
+    from cryonet.synthetic import generate_scene
+
+    twin = generate_scene("poiqu", tmp_path / "poiqu", size=400, seed=0, progress=False)
+    info = build_stack(twin, tmp_path / "poiqu.tif", progress=False)
+    table = class_table(info.path, twin.labels, sample=100_000, seed=0)
+    assert table.loc["B2", "debris_n"] > 500 and table.loc["B2", "rock_n"] > 500
+    by_group = separability_by_group(separability(table, a="debris", b="rock"))
+    assert by_group.loc["s2", "max_abs_d"] < 1.0
+    assert max(by_group.loc[g, "max_abs_d"] for g in ("terrain", "insar", "texture")) > 1.0
