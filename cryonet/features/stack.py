@@ -25,8 +25,10 @@ How it is computed (peak memory does not grow with the scene):
    :func:`cryonet.features.texture.quantization_limits`). Computing either per block would make blocks disagree.
 2. **Block loop.** For each output block of ``block`` × ``block`` pixels, every input is read over the block plus a
    halo (the largest margin any neighbourhood operation needs: :func:`cryonet.features.terrain.halo`,
-   :func:`cryonet.features.texture.halo`) through :func:`cryonet.raster.warped`, i.e. resampled on the fly onto the
-   reference grid (bilinear for continuous inputs; the 10 m bands are on the grid already). All families are
+   :func:`cryonet.features.texture.halo`) through a warped virtual raster (:func:`cryonet.raster.warped`'s
+   conventions, with GDAL's resampling scale fixed for the whole raster so that a window equals the same pixels of
+   a whole-raster warp; see :func:`_warped`), i.e. resampled on the fly onto the reference grid (bilinear; the
+   10 m bands are on the grid already, the 20 m bands, the DEM and the InSAR rasters are not). All families are
    computed on the padded block, the halo is cut off, and the block is written into the output GeoTIFF, opened on
    :func:`cryonet.raster.atomic_path` (tiled, deflate, float32, NaN nodata, band descriptions = layer names).
    Halos are clipped at the scene edge, exactly as a whole-scene computation sees the edge, so the result does not
@@ -46,7 +48,8 @@ Resuming: the output is written atomically, so a file under its final name is co
 stored build settings equal the requested ones, :func:`build_stack` returns at once (``overwrite=True`` rebuilds).
 
 Dask: :func:`build_stack_dask` builds the same stack with :func:`dask.array.overlap.overlap` /
-``map_blocks`` over the same per-block function, so a user with a ``dask.distributed`` cluster can build stacks for
+``map_blocks`` / ``trim_internal`` (what :func:`dask.array.map_overlap` does, spelled out because the output has a
+different number of bands than the input) over the same per-block function, so a user with a ``dask.distributed`` cluster can build stacks for
 whole Sentinel-2 tiles; it equals the numpy build.
 """
 
@@ -404,10 +407,12 @@ class _Readers:
         for i, name in enumerate(self.plan.inputs):
             if name in ("phase_cos", "phase_sin"):
                 continue
-            data = read_window(self._vrts[name], window)[0]
+            # The VRTs are float32 with NaN as nodata (source nodata never enters the interpolation), and windows lie
+            # inside the grid, so a plain read is enough (read_window's mask pass would warp a second time).
+            data = self._vrts[name].read(1, window=window)
             out[i] = dn_to_reflectance(data) if name in S2_BANDS else data
         if "phase_cos" in self.plan.inputs:
-            cs = read_window(self._vrts["phase_cos_sin"], window)
+            cs = self._vrts["phase_cos_sin"].read(window=window)
             out[self.plan.inputs.index("phase_cos")] = cs[0]
             out[self.plan.inputs.index("phase_sin")] = cs[1]
         return out
@@ -863,7 +868,7 @@ def _compute_chunk(x: np.ndarray, plan: _Plan) -> np.ndarray:
     return _compute_block(plan, x)
 
 
-def stack_dask_array(plan: _Plan, chunk: int) -> Any:
+def _stack_dask_array(plan: _Plan, chunk: int) -> Any:
     """The stack of ``plan`` as a lazy ``(n_layers, rows, cols)`` float32 dask array.
 
     Inputs are read per chunk through :func:`cryonet.raster.warped`; :func:`dask.array.overlap.overlap` shares a
@@ -945,7 +950,7 @@ def build_stack_dask(
     )  # fmt: skip
 
     def write_blocks(plan: _Plan, dst: Any, windows: list[Window], progress: bool) -> None:
-        arr = stack_dask_array(plan, chunk)
+        arr = _stack_dask_array(plan, chunk)
         offsets_r = np.cumsum((0, *arr.chunks[1]))
         offsets_c = np.cumsum((0, *arr.chunks[2]))
         delayed = arr.to_delayed()[0]
@@ -1288,6 +1293,5 @@ __all__ = [
     "select_layers",
     "separability",
     "separability_by_group",
-    "stack_dask_array",
     "stack_layers",
 ]
