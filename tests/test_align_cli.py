@@ -65,5 +65,10 @@ def test_align_synthetic_poiqu_scene(tmp_path, capsys):
     for name in ("B2", "B12", "dem", "coherence"):
         arr = raster.read_raster(tmp_path / "aligned" / f"{name}.tif")
         assert np.isfinite(arr).mean() > 0.9, name
-    refl = raster.read_raster(tmp_path / "aligned" / "B2.tif")
+    refl = raster.read_raster(tmp_path / "aligned" / "B2.tif")[0]
     assert np.nanmin(refl) >= 0 and np.nanmax(refl) <= 1.5
+    np.testing.assert_array_equal(labels == 255, np.isnan(refl))  # no reference where the scene has no S2 data
+    # bilinear resampling cannot leave the source DEM's range
+    src_dem = raster.read_raster(scene.dem)[0]
+    dem = raster.read_raster(tmp_path / "aligned" / "dem.tif")[0]
+    assert np.nanmin(src_dem) - 1e-3 <= np.nanmin(dem) and np.nanmax(dem) <= np.nanmax(src_dem) + 1e-3
