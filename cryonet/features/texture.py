@@ -303,32 +303,47 @@ def quantize(
 # The numba kernel
 # ------------------------------------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
-def _pair_delta(Ck, i, j, sgn, xlogx):  # noqa: ANN001, ANN202
-    """Add (``sgn=+1``) or remove (``-1``) the unordered pair ``(i, j)`` in the symmetric count matrix ``Ck``.
+def _pair_delta(Ck, i, j, sgn, ent_tab):  # noqa: ANN001, ANN202
+    """Add (``sgn=+1``) or remove (``-1``) the unordered pair ``(i, j)`` in the count matrix ``Ck``.
 
-    A pair adds 1 to ``Ck[i, j]`` and to ``Ck[j, i]`` (so 2 to ``Ck[i, i]`` when ``i == j``), as scikit-image's
-    ``symmetric=True``. Returns the changes of ``ΣC²`` (exact) and of ``ΣC·ln C`` (fixed point, from ``xlogx``).
+    ``Ck[min(i,j), max(i,j)]`` counts unordered pairs ``D``; the symmetric GLCM of scikit-image (``symmetric=True``)
+    is then ``C[i, j] = C[j, i] = D`` off the diagonal and ``C[i, i] = 2D`` on it. Returns the changes of ``ΣC²``
+    (exact) and of ``ΣC·ln C`` (fixed point, ``ent_tab[diagonal, D]`` is the change for ``D -> D + 1``), without
+    branches on the pixel values.
     """
-    if i == j:
-        c = np.int64(Ck[i, i])
-        c2 = c + 2 * sgn
-        Ck[i, i] = c2
-        return c2 * c2 - c * c, xlogx[c2] - xlogx[c]
-    c = np.int64(Ck[i, j])
-    c2 = c + sgn
-    Ck[i, j] = c2
-    Ck[j, i] = c2
-    return 2 * (c2 * c2 - c * c), 2 * (xlogx[c2] - xlogx[c])
+    diag = np.int64(i == j)
+    lo = min(i, j)
+    hi = max(i, j)
+    d = np.int64(Ck[lo, hi])
+    if sgn > 0:
+        Ck[lo, hi] = d + 1
+        return (2 * d + 1) * (2 + 2 * diag), ent_tab[diag, d]
+    Ck[lo, hi] = d - 1
+    return (1 - 2 * d) * (2 + 2 * diag), -ent_tab[diag, d - 1]
+
+
+@numba.njit(cache=True, inline="always")
+def _column_add(csb, i, j, sgn, hom_tab):  # noqa: ANN001, ANN202
+    """Add (``sgn=+1``) or remove (``-1``) pair ``(i, j)`` to one anchor column's sums ``csb`` (see _glcm_rows)."""
+    ad = i - j if i >= j else j - i
+    csb[0] += sgn * ad
+    csb[1] += sgn * hom_tab[ad]
+    csb[2] += sgn * (i + j)
+    csb[3] += sgn * (i * i + j * j)
+    csb[4] += sgn * (i * j)
 
 
 def _glcm_rows(  # noqa: ANN202, D103
-    q, offsets, weights, window, levels, sel, need_matrix, hom_tab, xlogx, inv_scale, n_strips, out  # noqa: ANN001
+    q, offsets, weights, window, levels, sel, need_matrix, hom_tab, ent_tab, inv_scale, n_strips, out  # noqa: ANN001
 ):
     # Rows of window centres are split into ``n_strips`` strips, run in parallel by the parallel build (prange).
-    # Within a row, each offset k slides its window from left to right keeping its running sums in local integers:
-    #   sd = Σ|i-j|, sh = Σ hom(|i-j|) (fixed point), s1 = Σ(i+j), s2 = Σ(i²+j²), s12 = Σij  over the window's pairs,
-    #   sq = ΣC², se = ΣC·ln C (fixed point)  over the count matrix,
-    # and adds its weighted features to a row buffer; the row buffer, divided by the total weight, is the output.
+    # For each pair offset k, with "anchor" pixel (a, b) paired with (a + dr, b + dc):
+    # * Linear sums over the window's pairs -- Σ|i-j|, Σ hom(|i-j|) (fixed point), Σ(i+j), Σ(i²+j²), Σij -- are kept
+    #   per anchor column over the window's anchor rows (cs[k, b, :]), updated by one row in and one row out as the
+    #   window moves down, and summed along the row by adding the entering and dropping the leaving column: O(1).
+    # * ΣC² and ΣC·ln C (fixed point) over the symmetric count matrix C[k] need the counts themselves: the pairs of
+    #   the entering anchor column are added to C and those of the leaving one removed: O(window) per pixel.
+    # Each offset's features are added, weighted, to a row buffer; divided by the total weight it is the output.
     rows, cols = q.shape
     r = window // 2
     n_off = offsets.shape[0]
@@ -340,12 +355,14 @@ def _glcm_rows(  # noqa: ANN202, D103
     total_w = 0.0
     for k in range(n_off):
         total_w += weights[k]
+    inv_total_w = 1.0 / total_w
     msize = levels if need_matrix else 1
     n_sel = sel.shape[0]
     for s in numba.prange(n_strips):
         ya = y0 + (s * nrows) // n_strips
         yb = y0 + ((s + 1) * nrows) // n_strips
         C = np.zeros((n_off, msize, msize), np.int32)
+        cs = np.zeros((n_off, cols, 5), np.int64)
         acc = np.zeros((9, cols), np.float64)
         for y in range(ya, yb):
             acc[:, :] = 0.0
@@ -359,10 +376,24 @@ def _glcm_rows(  # noqa: ANN202, D103
                     continue
                 n2 = 2 * n
                 log_n2 = math.log(n2)
+                inv_n = 1.0 / n
+                inv_n2 = 1.0 / n2
+                inv_n2sq = 1.0 / (n2 * n2)
                 cl = max(0, -dc)
                 ch = max(0, dc)
-                a0 = y - r
+                a0 = y - r  # anchor rows of the window: a0 .. a1 - 1
                 a1 = y + r + 1 - dr
+                csk = cs[k]
+                if y == ya:  # column sums from scratch at the start of the strip
+                    csk[:, :] = 0
+                    for a in range(a0, a1):
+                        for b in range(cl, cols - ch):
+                            _column_add(csk[b], np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), 1, hom_tab)
+                else:  # the window moved down one row
+                    for b in range(cl, cols - ch):
+                        csb = csk[b]
+                        _column_add(csb, np.int64(q[a0 - 1, b]), np.int64(q[a0 - 1 + dr, b + dc]), -1, hom_tab)
+                        _column_add(csb, np.int64(q[a1 - 1, b]), np.int64(q[a1 - 1 + dr, b + dc]), 1, hom_tab)
                 Ck = C[k]
                 sd = 0
                 sh = 0
@@ -372,74 +403,59 @@ def _glcm_rows(  # noqa: ANN202, D103
                 sq = 0
                 se = 0
                 for x in range(x0, x1):
-                    if x == x0:  # a fresh window at the start of each row: every pair from scratch
-                        for a in range(a0, a1):
-                            for b in range(x - r + cl, x + r - ch + 1):
-                                i = np.int64(q[a, b])
-                                j = np.int64(q[a + dr, b + dc])
-                                ad = abs(i - j)
-                                sd += ad
-                                sh += hom_tab[ad]
-                                s1 += i + j
-                                s2 += i * i + j * j
-                                s12 += i * j
-                                if need_matrix:
-                                    dq, de = _pair_delta(Ck, i, j, 1, xlogx)
+                    if x == x0:  # a fresh window at the start of each row
+                        for b in range(x - r + cl, x + r - ch + 1):
+                            sd += csk[b, 0]
+                            sh += csk[b, 1]
+                            s1 += csk[b, 2]
+                            s2 += csk[b, 3]
+                            s12 += csk[b, 4]
+                            if need_matrix:
+                                for a in range(a0, a1):
+                                    dq, de = _pair_delta(Ck, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), 1, ent_tab)
                                     sq += dq
                                     se += de
                     else:  # slide one column: drop the leaving anchor column, add the entering one
                         bo = x - 1 - r + cl
                         bn = x + r - ch
-                        for a in range(a0, a1):
-                            i = np.int64(q[a, bo])
-                            j = np.int64(q[a + dr, bo + dc])
-                            ad = abs(i - j)
-                            sd -= ad
-                            sh -= hom_tab[ad]
-                            s1 -= i + j
-                            s2 -= i * i + j * j
-                            s12 -= i * j
-                            if need_matrix:
-                                dq, de = _pair_delta(Ck, i, j, -1, xlogx)
+                        sd += csk[bn, 0] - csk[bo, 0]
+                        sh += csk[bn, 1] - csk[bo, 1]
+                        s1 += csk[bn, 2] - csk[bo, 2]
+                        s2 += csk[bn, 3] - csk[bo, 3]
+                        s12 += csk[bn, 4] - csk[bo, 4]
+                        if need_matrix:
+                            for a in range(a0, a1):
+                                dq, de = _pair_delta(Ck, np.int64(q[a, bo]), np.int64(q[a + dr, bo + dc]), -1, ent_tab)
                                 sq += dq
                                 se += de
-                            i = np.int64(q[a, bn])
-                            j = np.int64(q[a + dr, bn + dc])
-                            ad = abs(i - j)
-                            sd += ad
-                            sh += hom_tab[ad]
-                            s1 += i + j
-                            s2 += i * i + j * j
-                            s12 += i * j
-                            if need_matrix:
-                                dq, de = _pair_delta(Ck, i, j, 1, xlogx)
+                                dq, de = _pair_delta(Ck, np.int64(q[a, bn]), np.int64(q[a + dr, bn + dc]), 1, ent_tab)
                                 sq += dq
                                 se += de
                     # Features of this offset's GLCM, in closed form from the sums (P = C / 2n).
-                    acc[0, x] += w * ((s2 - 2 * s12) / n)
-                    acc[1, x] += w * (sd / n)
-                    acc[2, x] += w * (sh * inv_scale / n)
+                    acc[0, x] += w * ((s2 - 2 * s12) * inv_n)
+                    acc[1, x] += w * (sd * inv_n)
+                    acc[2, x] += w * (sh * inv_scale * inv_n)
                     if need_matrix:
-                        asm = sq / (n2 * n2)
+                        asm = sq * inv_n2sq
                         acc[3, x] += w * asm
                         acc[4, x] += w * math.sqrt(asm)
-                        acc[5, x] += w * max(0.0, log_n2 - se * inv_scale / n2)  # >= 0: no -1e-15 from rounding
+                        acc[5, x] += w * max(0.0, log_n2 - se * inv_scale * inv_n2)  # >= 0: no -1e-15 from rounding
                     var_num = s2 * n2 - s1 * s1  # exact integers: zero only for a constant marginal
                     if var_num == 0:
                         acc[6, x] += w  # scikit-image's convention for zero variance
                     else:
                         acc[6, x] += w * ((2 * s12 * n2 - s1 * s1) / var_num)
-                    acc[7, x] += w * (s1 / n2)
-                    acc[8, x] += w * (var_num / (n2 * n2))
+                    acc[7, x] += w * (s1 * inv_n2)
+                    acc[8, x] += w * (var_num * inv_n2sq)
                 # Empty the count matrix by removing the row's last window (cheaper than zeroing levels² entries).
                 if need_matrix:
                     x = x1 - 1
                     for a in range(a0, a1):
                         for b in range(x - r + cl, x + r - ch + 1):
-                            _pair_delta(Ck, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), -1, xlogx)
+                            _pair_delta(Ck, np.int64(q[a, b]), np.int64(q[a + dr, b + dc]), -1, ent_tab)
             for f in range(n_sel):
                 for x in range(x0, x1):
-                    out[f, y, x] = acc[sel[f], x] / total_w
+                    out[f, y, x] = acc[sel[f], x] * inv_total_w
 
 
 def _renamed(func: types.FunctionType, name: str) -> types.FunctionType:
@@ -461,20 +477,26 @@ _glcm_serial = numba.njit(parallel=False, cache=True, fastmath=False, nogil=True
 
 @functools.lru_cache(maxsize=32)
 def _tables(window: int, levels: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fixed-point tables of ``1/(1+δ²)`` and ``c·ln c`` and the scale that keeps every sum inside int64.
+    """Fixed-point tables for homogeneity and entropy, and the scale that keeps every sum inside int64.
 
+    ``hom[δ] = 1/(1+δ²)``; ``ent[0, D]`` is the change of ``ΣC·ln C`` when an off-diagonal pair count goes from
+    ``D`` to ``D + 1`` (two cells of the symmetric matrix), ``ent[1, D]`` when a diagonal one does (one cell, by 2).
     Fixed point instead of float64 running sums: integer additions and subtractions are exact, so removing a pair
-    restores the sum bit for bit (no drift along a row) and results do not depend on where a row or tile started.
+    restores the sum bit for bit (no drift along a row), and results do not depend on where a row or tile started.
     """
-    n2max = 2 * window * window
-    bound = max(n2max * math.log(max(n2max, 2)), float(n2max))  # max of Σ C ln C and of n·1 (homogeneity)
-    shift = min(40, int(math.floor(math.log2(2.0**61 / bound))))
+    n_max = window * window  # pairs in a window, at most
+    n2max = 2 * n_max
+    bound = max(n2max * math.log(n2max), float(n2max))  # bounds Σ C ln C and Σ hom (<= n)
+    shift = min(40, int(math.floor(math.log2(2.0**60 / bound))))
     scale = float(2**shift)
     hom = np.round(scale / (1.0 + np.arange(levels, dtype=np.float64) ** 2)).astype(np.int64)
-    c = np.arange(n2max + 3, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xlogx = np.where(c > 0, c * np.log(np.where(c > 0, c, 1.0)), 0.0)
-    return hom, np.round(xlogx * scale).astype(np.int64), 1.0 / scale
+
+    def xlogx(c: np.ndarray) -> np.ndarray:
+        return c * np.log(np.maximum(c, 1.0))  # 0 ln 0 = 0
+
+    d = np.arange(n_max + 1, dtype=np.float64)
+    ent = np.stack([2.0 * (xlogx(d + 1) - xlogx(d)), xlogx(2 * d + 2) - xlogx(2 * d)])
+    return hom, np.round(ent * scale).astype(np.int64), 1.0 / scale
 
 
 def _run_kernel(
@@ -501,12 +523,12 @@ def _run_kernel(
                 f"{levels} grey levels need {matrix_bytes / 2**30:.1f} GiB of co-occurrence counts for ASM, energy "
                 "and entropy; use fewer levels (32 or 64 is usual) or only the other features"
             )
-    hom, xlogx, inv_scale = _tables(window, levels)
+    hom, ent, inv_scale = _tables(window, levels)
     out = np.full((len(features), rows, cols), np.nan, dtype=np.float32)
     n_centres = max(rows - 2 * (window // 2), 0)
     n_strips = max(1, min(n_centres, 8 * numba.get_num_threads())) if parallel else 1
     kernel = _glcm_parallel if parallel else _glcm_serial
-    kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, xlogx, inv_scale,
+    kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, ent, inv_scale,
            n_strips, out)
     return out
 
