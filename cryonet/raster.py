@@ -249,8 +249,8 @@ def write_raster(
             if cog:
                 from rasterio.shutil import copy as rio_copy
 
-                rio_copy(target, tmp, driver="COG", compress=compress, blocksize=blocksize, overview_resampling="nearest"
-                         if np.issubdtype(out_dtype, np.integer) else "average")
+                overview = "nearest" if np.issubdtype(out_dtype, np.integer) else "average"
+                rio_copy(target, tmp, driver="COG", compress=compress, blocksize=blocksize, overview_resampling=overview)
         finally:
             if cog:
                 Path(target).unlink(missing_ok=True)

@@ -221,7 +221,8 @@ def _cross_zone_case(make_raster, nodata_hole: bool = False):
         data[18:22, 18:22] = -9999
     # Near the zone boundary (84E) so that both zones are sensible.
     x44, y44 = 880_000.0, 3_150_000.0
-    path = make_raster("src20.tif", data, epsg=32644, res=20.0, origin=(x44, y44), nodata=-9999 if nodata_hole else None)
+    nodata = -9999 if nodata_hole else None
+    path = make_raster("src20.tif", data, epsg=32644, res=20.0, origin=(x44, y44), nodata=nodata)
     (x45,), (y45,) = transform(UTM44, UTM45, [x44 + 400], [y44 - 400])
     grid = _grid(UTM45, round(x45) - 600.0, round(y45) + 600.0, 10.0, 120, 120)  # 200 m beyond every edge
     return path, grid, data
