@@ -44,6 +44,7 @@ def skimage_reference(q, window, levels, distances, angles, features=ALL_FEATURE
         (7, 16, (0, 90), (2,)),
         (5, 8, (30, 60, 120, 180, 270), (1, 3)),  # offsets whose rounding is a near half-way case
         (3, 8, (0, 90), (3,)),  # no pair fits inside the window: skimage's empty GLCM
+        (9, 8, (0, 45, 90, 135), (1, 4)),
     ],
 )
 def test_equals_skimage_window_by_window(window, levels, angles, distances):
@@ -175,6 +176,18 @@ def test_bad_parameters_are_reported():
         glcm_features(np.zeros((2, 10, 10)))
 
 
+def test_dask_equals_numpy_threaded_scheduler():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(10)
+    img = rng.uniform(0.0, 1.0, size=(30, 34)).astype(np.float32)
+    img[14, 16] = np.nan
+    lazy = glcm_features_dask(da.from_array(img, chunks=(8, 12)), window=5, levels=16, features=("ASM", "mean"))
+    assert lazy.chunks == ((2,), (8, 8, 8, 6), (12, 12, 10))
+    got = lazy.compute(scheduler="threads")
+    np.testing.assert_array_equal(got, glcm_features(img, window=5, levels=16, features=("ASM", "mean")))
+
+
+@pytest.mark.slow
 def test_dask_equals_numpy_on_local_cluster():
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
@@ -192,6 +205,11 @@ def test_dask_equals_numpy_on_local_cluster():
         q = rng.integers(0, 8, size=(40, 33)).astype(np.uint8)
         got_q = glcm_features_dask(da.from_array(q, chunks=(9, 11)), window=5, levels=8, distances=(1, 2)).compute()
         np.testing.assert_array_equal(got_q, glcm_features(q, window=5, levels=8, distances=(1, 2)))
+        mask = np.zeros(q.shape, dtype=bool)
+        mask[20, 11] = True  # on a chunk corner
+        got_m = glcm_features_dask(da.from_array(q, chunks=(10, 11)), window=3, levels=8, nodata_mask=mask).compute()
+        np.testing.assert_array_equal(got_m, glcm_features(q, window=3, levels=8, nodata_mask=mask))
+        assert np.isnan(got_m[:, 19:22, 10:13]).all()
 
 
 def test_texture_file_equals_array_version(make_raster, tmp_path):
@@ -209,6 +227,22 @@ def test_texture_file_equals_array_version(make_raster, tmp_path):
         assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
         np.testing.assert_array_equal(ds.read(), expected)
     assert np.isnan(expected[:, 12, 30]).all() and np.isfinite(expected[:, 20, 20]).all()
+
+
+def test_texture_file_limits_are_global_when_decimated(make_raster, tmp_path, monkeypatch):
+    import cryonet.features.texture as texture
+
+    rng = np.random.default_rng(9)
+    data = np.cumsum(rng.normal(size=(48, 40)), axis=0).astype(np.float32)  # a trend: per-tile limits would differ
+    src = make_raster("trend.tif", data)
+    monkeypatch.setattr(texture, "PERCENTILE_SAMPLE", 200)  # force a decimated read for the percentile limits
+    a = texture_file(src, tmp_path / "a.tif", levels=16, block=12, progress=False)
+    b = texture_file(src, tmp_path / "b.tif", levels=16, block=1000, progress=False)
+    with rasterio.open(a) as da_, rasterio.open(b) as db_:
+        one, whole = da_.read(), db_.read()
+    np.testing.assert_array_equal(one, whole)  # tiles of 12 px and a single tile agree: limits fixed once
+    # ...and they differ from limits of all pixels, so the decimated sample was really used.
+    assert not np.array_equal(whole, glcm_features(data, levels=16), equal_nan=True)
 
 
 def test_texture_file_integer_band_and_errors(make_raster, tmp_path):

@@ -618,9 +618,9 @@ def glcm_features(
     return _features_of_block(image, nodata_mask, window, levels, offsets, feats, vmin, vmax, parallel=True)
 
 
-def _sample_step(shape: tuple[int, int], max_pixels: int = PERCENTILE_SAMPLE) -> int:
-    """Regular decimation step so that a ``shape`` raster read every ``step`` pixels has <= ``max_pixels``."""
-    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / max_pixels)))
+def _sample_step(shape: tuple[int, int]) -> int:
+    """Regular decimation step so that a ``shape`` raster read every ``step`` pixels has <= PERCENTILE_SAMPLE."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / PERCENTILE_SAMPLE)))
 
 
 def glcm_features_dask(
