@@ -232,6 +232,12 @@ def quantization_limits(
     valid = _valid_mask(image, nodata_mask)
     if _integer_in_range(image, valid, levels):
         return None
+    return _percentile_limits(image, valid, percentiles)
+
+
+def _percentile_limits(
+    image: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> tuple[float, float]:
     vals = image[valid]
     if vals.size == 0:
         return (0.0, 0.0)
@@ -280,10 +286,7 @@ def quantize(
     if vmin is None and vmax is None and _integer_in_range(image, valid, levels):
         return np.where(valid, image, 0).astype(out_dtype)
     if vmin is None or vmax is None:
-        limits = quantization_limits(image, levels, nodata_mask=nodata_mask)
-        if limits is None:  # an integer raster in range, but one limit was given
-            vals = image[valid]
-            limits = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 0.0)
+        limits = _percentile_limits(image, valid)
         vmin = limits[0] if vmin is None else vmin
         vmax = limits[1] if vmax is None else vmax
     vmin, vmax = float(vmin), float(vmax)
@@ -534,19 +537,13 @@ def _run_kernel(
 
 
 def _mask_nodata_windows(out: np.ndarray, invalid: np.ndarray, window: int) -> None:
-    """Set to NaN every pixel whose window contains an invalid pixel (a box count via a summed-area table)."""
+    """Set to NaN every pixel whose ``window × window`` neighbourhood contains an invalid pixel."""
     if not invalid.any():
         return
-    r = window // 2
-    rows, cols = invalid.shape
-    sat = np.zeros((rows + 1, cols + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(invalid, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
-    ys = np.arange(rows)
-    xs = np.arange(cols)
-    y_lo, y_hi = np.clip(ys - r, 0, rows), np.clip(ys + r + 1, 0, rows)
-    x_lo, x_hi = np.clip(xs - r, 0, cols), np.clip(xs + r + 1, 0, cols)
-    count = (sat[y_hi][:, x_hi] - sat[y_lo][:, x_hi] - sat[y_hi][:, x_lo] + sat[y_lo][:, x_lo])
-    out[:, count > 0] = np.nan
+    from scipy.ndimage import maximum_filter
+
+    touched = maximum_filter(invalid.view(np.uint8), size=window, mode="constant", cval=0).astype(bool)
+    out[:, touched] = np.nan
 
 
 def _features_of_block(
