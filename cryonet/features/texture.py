@@ -685,7 +685,7 @@ def glcm_features_dask(
             step = _sample_step(darr.shape)
             sample = np.asarray(darr[::step, ::step].compute(), dtype=np.float64)
             smask = np.asarray(invalid[::step, ::step].compute())
-            limits = quantization_limits(sample, levels, nodata_mask=smask) or (0.0, float(levels - 1))
+            limits = _percentile_limits(sample, _valid_mask(sample, smask))
             vmin = limits[0] if vmin is None else vmin
             vmax = limits[1] if vmax is None else vmax
             logger.debug("quantisation limits from every %d-th pixel: vmin=%s, vmax=%s", step, vmin, vmax)
@@ -813,8 +813,8 @@ def texture_file(
                 shape = (math.ceil(rows / step), math.ceil(cols / step))
                 sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
                 smask = np.ma.getmaskarray(sample)
-                limits = quantization_limits(np.asarray(sample.data, dtype=np.float64), levels, nodata_mask=smask)
-                limits = limits or (0.0, float(levels - 1))
+                values = np.asarray(sample.data, dtype=np.float64)
+                limits = _percentile_limits(values, _valid_mask(values, smask))
                 vmin = limits[0] if vmin is None else vmin
                 vmax = limits[1] if vmax is None else vmax
                 logger.info("%s: quantisation limits vmin=%s, vmax=%s (decimation %d)", in_path, vmin, vmax, step)
