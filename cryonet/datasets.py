@@ -6,7 +6,10 @@ on the same grid (uint8, classes ``0..3``, ``255`` = nodata) this module builds,
 1. **Tiles** (:func:`scan_tiles`): a regular grid of ``tile_size`` x ``tile_size`` pixel windows with ``stride``
    pixels between their origins, plus one window flush with the right and bottom edges so that the whole raster is
    covered. Windows are read lazily with rasterio (never the whole raster in memory). A tile is **skipped when more
-   than** ``max_nodata_fraction`` **(default 0.5) of its pixels are nodata** — label 255, or NaN in any layer.
+   than** ``max_nodata_fraction`` **(default 0.5) of its pixels are nodata**. A pixel is nodata when its label is
+   255 or when more than half of its layers are NaN (outside the optical footprint, say); a pixel with only a few
+   NaN layers (aspect is NaN on flat cells such as lake surfaces, texture at edges) is kept, its NaN layers set
+   to 0 (the training mean) by the normaliser (:func:`invalid_pixels`).
 2. **A spatially blocked split** (:func:`make_split`): the scene is cut into square blocks of ``block_size_m``
    metres; whole blocks go to train / validation / test (seeded, stratified so that every split holds every class
    where the number of blocks containing that class allows it; rare lakes first). Each tile belongs to the block
@@ -46,7 +49,7 @@ from cryonet.raster import Grid, RasterError, atomic_path, open_raster
 
 logger = logging.getLogger(__name__)
 
-#: A tile whose share of nodata pixels (label 255 or NaN in any layer) exceeds this is skipped.
+#: A tile whose share of nodata pixels (see :func:`invalid_pixels`) exceeds this is skipped.
 DEFAULT_MAX_NODATA_FRACTION: float = 0.5
 #: Split names, in the order of precedence used when buffering (earlier splits keep their tiles).
 SPLITS: tuple[str, ...] = ("test", "val", "train")
@@ -54,6 +57,24 @@ SPLITS: tuple[str, ...] = ("test", "val", "train")
 SUN_DEPENDENT_KEYS: tuple[str, ...] = ("hillshade", "illumination", "shade", "shadow", "solar", "sun_")
 #: Number of classes of the label raster.
 NUM_CLASSES: int = len(CLASSES)
+#: A pixel with a larger share of NaN layers is nodata (ignored); below it the NaN layers are filled with 0.
+MAX_NAN_LAYER_FRACTION: float = 0.5
+
+
+def invalid_pixels(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Nodata mask of a tile: label 255, or more than :data:`MAX_NAN_LAYER_FRACTION` of the layers NaN.
+
+    Why not "any layer NaN": some layers are NaN by design on valid ground (aspect on flat cells, i.e. on every
+    lake surface), and dropping those pixels would hide the rarest class from training.
+
+    Args:
+        x: ``(layers, rows, cols)`` float.
+        labels: ``(rows, cols)`` class ids.
+
+    Returns:
+        ``(rows, cols)`` bool, True where the pixel is ignored.
+    """
+    return (labels == LABEL_NODATA) | (np.isnan(x).mean(axis=0) > MAX_NAN_LAYER_FRACTION)
 
 
 class DatasetError(ValueError):
@@ -168,7 +189,7 @@ class Tile:
         col: Column offset of the upper-left pixel.
         size: Edge length, pixels.
         class_counts: Pixels per class (``len(CLASSES)`` integers; nodata excluded).
-        nodata_fraction: Share of pixels that are nodata (label 255 or NaN in any layer).
+        nodata_fraction: Share of pixels that are nodata (:func:`invalid_pixels`).
     """
 
     row: int
@@ -237,7 +258,7 @@ def scan_tiles(
             win = Window(c, r, tile_size, tile_size)
             lab = l_src.read(1, window=win)
             x = s_src.read(window=win, out_dtype="float32")
-            invalid = (lab == LABEL_NODATA) | np.isnan(x).any(axis=0)
+            invalid = invalid_pixels(x, lab)
             frac = float(invalid.mean())
             if frac > max_nodata_fraction:
                 continue
@@ -406,23 +427,32 @@ def _assign_blocks(
 ) -> dict[tuple[int, int], str]:
     """Seeded, class-stratified assignment of blocks to splits.
 
-    Rarest class first: while a split lacks a class that some unassigned block holds, it gets one such block, drawn
-    at random (train first, then test, then validation). The remaining blocks, in seeded random order, go to
-    the split furthest below its target share of tiles.
+    1. Presence, rarest class first: while a split lacks a class that some unassigned block holds, it gets one such
+       block, drawn at random (train first, then test, then validation).
+    2. Proportions: the remaining blocks, those holding the largest share of some class first (ties in seeded
+       random order), each go to the split that minimises the squared deviation of every class's share (each
+       class weighing the same, so that rare lakes count as much as background) and of the tile share from the
+       target fractions. This is the greedy of scikit-learn's ``StratifiedGroupKFold``, with blocks as groups;
+       hand-written because that class makes equal-size folds, not 70/15/15 splits.
     """
     keys = list(block_counts)
     order = rng.permutation(len(keys))
     keys = [keys[i] for i in order]
     assign: dict[tuple[int, int], str] = {}
-    total_tiles = sum(block_tiles.values())
-    total = np.sum([block_counts[k] for k in keys], axis=0)
     names = [s for s in ("train", "val", "test") if fractions.get(s, 0) > 0]
+    target = np.array([fractions[s] for s in names]) / sum(fractions[s] for s in names)
+    # per block: class pixel counts + tile count, as one row; per split: the running sums
+    mass = {k: np.append(block_counts[k], block_tiles[k]).astype(np.float64) for k in keys}
+    total = np.sum(list(mass.values()), axis=0)
+    present = total > 0
+    sums = np.zeros((len(names), total.size))
 
-    def tiles_of(split: str) -> int:
-        return sum(block_tiles[k] for k, s in assign.items() if s == split)
+    def put(k: tuple[int, int], split: str) -> None:
+        assign[k] = split
+        sums[names.index(split)] += mass[k]
 
-    # rare classes first; a split gets a block holding the class if it has none yet
-    for cls in np.argsort(total, kind="stable"):
+    # 1. presence of every class in every split, rarest class first
+    for cls in np.argsort(total[:-1], kind="stable"):
         if total[cls] == 0:
             continue
         holders = [k for k in keys if block_counts[k][cls] > 0]
@@ -432,12 +462,18 @@ def _assign_blocks(
             free = [k for k in holders if k not in assign]
             if not free:
                 break
-            assign[free[int(rng.integers(len(free)))]] = split
-    for k in keys:
-        if k in assign:
-            continue
-        deficit = {s: fractions[s] * total_tiles - tiles_of(s) for s in names}
-        assign[k] = max(names, key=lambda s: (deficit[s], fractions[s]))
+            put(free[int(rng.integers(len(free)))], split)
+    # 2. proportions: greedy, most "class-concentrated" blocks first
+    rest = [k for k in keys if k not in assign]
+    rest.sort(key=lambda k: -float(np.max(mass[k][present] / total[present])))  # stable: seeded order breaks ties
+    for k in rest:
+        costs = []
+        for i in range(len(names)):
+            trial = sums.copy()
+            trial[i] += mass[k]
+            share = trial[:, present] / total[present]  # (splits, classes + tiles)
+            costs.append(float(((share - target[:, None]) ** 2).sum()))
+        put(k, names[int(np.argmin(costs))])
     return assign
 
 
@@ -823,7 +859,8 @@ class TileDataset(_torch_dataset_base()):  # type: ignore[misc]
     """``(x, y)`` tiles read lazily from a stack and a label raster.
 
     ``x`` is float32 ``(layers, tile, tile)``: augmented (in physical units), then normalised (NaN -> 0). ``y`` is
-    int64 ``(tile, tile)`` with ``255`` where the label is nodata *or* any layer is NaN (ignored by the loss).
+    int64 ``(tile, tile)`` with ``255`` where the label is nodata or most layers are NaN (:func:`invalid_pixels`;
+    ignored by the loss and the metrics).
 
     Augmentation is deterministic: sample ``i`` in epoch ``e`` draws from ``np.random.default_rng((seed, e, i))``,
     so that the result does not depend on worker processes or on the order in which samples are read, and a
@@ -891,7 +928,7 @@ class TileDataset(_torch_dataset_base()):  # type: ignore[misc]
 
         x, y = self.read(index)
         y = y.astype(np.int64)
-        y[np.isnan(x).any(axis=0)] = LABEL_NODATA
+        y[invalid_pixels(x, y)] = LABEL_NODATA
         if self.augmenter is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             x, y = self.augmenter(x, y, rng)

@@ -156,3 +156,278 @@ def class_shares(labels: np.ndarray) -> pd.DataFrame:
     df["share_of_glacier"] = [n / glacier if c in glacier_classes and glacier else np.nan
                               for c, n in zip(CLASSES, counts, strict=True)]
     return df
+
+
+#: Colours of the train / validation / test tiles in split maps.
+SPLIT_COLOURS: dict[str, str] = {"train": "#1b9e77", "val": "#d95f02", "test": "#7570b3"}
+
+
+def plot_split(split: object, background: str | np.ndarray | None = None, *, max_size: int = 800,
+               ax: plt.Axes | None = None) -> Figure:
+    """Map of a spatially blocked split: tile outlines coloured by split over a background, in the stack's CRS.
+
+    Args:
+        split: A :class:`cryonet.datasets.Split` (or the path of its ``split.json``).
+        background: A raster file on the split's grid (band 1 is drawn: a label raster is shown in the class
+            colours, anything else in grey), a ``(rows, cols)`` array on that grid, or None.
+        max_size: Longest side, in pixels, the background is read at (decimated read).
+        ax: Axes to draw into (default: a new figure).
+
+    Returns:
+        The figure. Tiles dropped by the buffer are not drawn; the title gives the tile counts per split.
+    """
+    from cryonet.datasets import Split
+
+    sp = split if isinstance(split, Split) else Split.load(str(split))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 7))
+    else:
+        fig = ax.figure
+    tr = Affine(*sp.transform[:6])
+    rows, cols = sp.shape
+    left, top = tr.c, tr.f
+    right, bottom = left + cols * tr.a, top + rows * tr.e
+    extent = (left / 1000, right / 1000, bottom / 1000, top / 1000)
+    if background is not None:
+        is_labels = False
+        if isinstance(background, np.ndarray):
+            img = np.asarray(background, dtype=np.float32)
+        else:
+            with rasterio.open(background) as src:
+                factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+                shape = (int(np.ceil(src.height / factor)), int(np.ceil(src.width / factor)))
+                img = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest).astype(np.float32)
+                is_labels = src.dtypes[0] == "uint8" and src.nodata == LABEL_NODATA
+                if src.nodata is not None:
+                    img[img == src.nodata] = np.nan
+        if is_labels:
+            cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
+            ax.imshow(img, extent=extent, cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, interpolation="nearest",
+                      alpha=0.8)
+        else:
+            lo, hi = np.nanpercentile(img, [2, 98]) if np.isfinite(img).any() else (0, 1)
+            ax.imshow(img, extent=extent, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    gdf = sp.to_geodataframe()
+    handles = []
+    for name in ("train", "val", "test"):
+        part = gdf[gdf["split"] == name]
+        if len(part):
+            part.geometry.scale(1e-3, 1e-3, origin=(0, 0)).boundary.plot(ax=ax, color=SPLIT_COLOURS[name],
+                                                                         linewidth=1.0)
+        handles.append(Patch(facecolor="none", edgecolor=SPLIT_COLOURS[name], label=f"{name} ({len(part)} tiles)"))
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xlabel("easting, km")
+    ax.set_ylabel("northing, km")
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    p = sp.params
+    ax.set_title(f"Spatially blocked split: {p.get('block_size_m', 0):g} m blocks, {p.get('buffer_m', 0):g} m buffer")
+    return fig
+
+
+# --- book: layer maps and class distributions (chapters 1 and 2) -------------------------------------------------
+#: Colour maps of named layers in :func:`plot_layers` (anything else: ``viridis``).
+LAYER_CMAPS: dict[str, str] = {
+    "dem": "terrain", "elevation": "terrain", "hillshade": "gray", "coherence": "magma", "phase": "twilight",
+    "phase_sin": "twilight", "phase_cos": "twilight", "aspect": "twilight", "slope": "cividis",
+}  # fmt: skip
+
+
+def _read_band(source: object, max_size: int) -> tuple[np.ndarray, bool, tuple[float, float, float, float]]:
+    """Band of ``source`` (path, or ``(path, band)`` with band an index from 1 or a band description), decimated.
+
+    Returns the float32 image (NaN for nodata), whether it is a label raster, and its extent in km.
+    """
+    path, band = source if isinstance(source, tuple) else (source, 1)
+    with rasterio.open(path) as src:
+        if isinstance(band, str):
+            names = list(src.descriptions)
+            if band not in names:
+                raise ValueError(f"{path}: no band described as {band!r}; bands are {names}")
+            band = names.index(band) + 1
+        factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (int(np.ceil(src.height / factor)), int(np.ceil(src.width / factor)))
+        is_labels = src.dtypes[band - 1] == "uint8" and src.nodata == LABEL_NODATA
+        img = src.read(band, out_shape=shape, resampling=rasterio.enums.Resampling.nearest).astype(np.float32)
+        if src.nodata is not None and not np.isnan(src.nodata):
+            img[img == src.nodata] = np.nan
+        left, bottom, right, top = src.bounds
+    return img, is_labels, (0.0, (right - left) / 1000, 0.0, (top - bottom) / 1000)
+
+
+def plot_layers(
+    layers: dict[str, object],
+    *,
+    ncols: int = 4,
+    max_size: int = 500,
+    cmaps: dict[str, str] | None = None,
+    units: dict[str, str] | None = None,
+    panel_size: float = 3.2,
+    suptitle: str | None = None,
+) -> Figure:
+    """One map per raster layer, in a grid of panels with their own colour bars.
+
+    Each layer is read decimated (nearest neighbour) so that its longer side is at most ``max_size`` pixels. A label
+    raster (uint8 with nodata :data:`~cryonet.constants.LABEL_NODATA`) is drawn in the class colours; a cyclic
+    layer (phase, aspect) with a cyclic colour map; any other layer with a 2-98 % percentile stretch.
+
+    Args:
+        layers: Panel title -> raster: a path (band 1), or ``(path, band)`` with ``band`` an index from 1 or a band
+            description (e.g. ``("stack.tif", "ndsi")``).
+        ncols: Panels per row.
+        max_size: Longest side of each displayed raster, pixels.
+        cmaps: Panel title -> matplotlib colour map (default: :data:`LAYER_CMAPS` by title, else ``viridis``).
+        units: Panel title -> colour-bar label.
+        panel_size: Edge of one panel, inches.
+        suptitle: Figure title.
+
+    Returns:
+        The figure (axes in km from the raster's upper-left corner).
+    """
+    if not layers:
+        raise ValueError("plot_layers: no layers given")
+    cmaps, units = cmaps or {}, units or {}
+    n = len(layers)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols * 1.15, panel_size * nrows),
+                             constrained_layout=True, squeeze=False)
+    for ax, (title, source) in zip(axes.ravel(), layers.items(), strict=False):
+        img, is_labels, extent = _read_band(source, max_size)
+        if is_labels:
+            cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
+            ax.imshow(np.where(np.isnan(img), 0, img), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5,
+                      interpolation="nearest", extent=extent)
+            ax.legend(handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
+                      loc="lower right", fontsize=6, framealpha=0.8)
+        else:
+            key = title.split()[-1].lower()
+            cmap = cmaps.get(title, LAYER_CMAPS.get(key, "viridis"))
+            if cmap == "twilight":
+                finite = img[np.isfinite(img)]
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            else:
+                lo, hi = np.nanpercentile(img, [2, 98]) if np.isfinite(img).any() else (0.0, 1.0)
+            im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1e-6, interpolation="nearest",
+                           extent=extent)
+            fig.colorbar(im, ax=ax, shrink=0.8, label=units.get(title, ""))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("km")
+        ax.set_ylabel("km")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_class_distributions(
+    samples: pd.DataFrame,
+    layers: list[str],
+    *,
+    classes: tuple[str, ...] = ("debris", "rock", "clean_ice", "lake"),
+    ncols: int = 4,
+    bins: int = 60,
+    suptitle: str | None = None,
+) -> Figure:
+    """Per-class histograms (density) of some layers, from a pixel sample.
+
+    Args:
+        samples: One row per pixel with a column per layer, a ``class`` column and optionally a boolean ``rock``
+            column (as :func:`cryonet.features.stack.sample_pixels` returns).
+        layers: Columns to show, one panel each.
+        classes: Classes to draw; ``"rock"`` selects the rows flagged ``rock`` (rock-like background).
+        ncols: Panels per row.
+        bins: Histogram bins over the 1-99 % range of the shown classes.
+        suptitle: Figure title.
+
+    Returns:
+        The figure; each panel's legend gives the number of pixels per class.
+    """
+    colours = {**CLASS_COLOURS, "rock": "#7f7f7f"}
+    missing = [c for c in layers if c not in samples.columns]
+    if missing:
+        raise ValueError(f"plot_class_distributions: layers {missing} not in the sample; it has {list(samples.columns)}")
+    n = len(layers)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), constrained_layout=True, squeeze=False)
+    masks = {c: (samples["rock"].astype(bool) if c == "rock" else samples["class"] == c).to_numpy() for c in classes}
+    for ax, layer in zip(axes.ravel(), layers, strict=False):
+        values = samples[layer].to_numpy(dtype=float)
+        shown = np.zeros(len(values), bool)
+        for m in masks.values():
+            shown |= m
+        finite = values[shown & np.isfinite(values)]
+        lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+        for c, m in masks.items():
+            v = values[m & np.isfinite(values)]
+            if v.size:
+                ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.4, color=colours.get(c, "k"),
+                        label=f"{c.replace('_', ' ')} ({v.size})")
+        ax.set_title(layer, fontsize=10)
+        ax.set_yticks([])
+        ax.legend(fontsize=6, loc="upper right")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_importance(
+    df: pd.DataFrame,
+    *,
+    value: str = "drop",
+    title: str | None = None,
+    xlabel: str | None = None,
+    level: float = 0.95,
+    ax: plt.Axes | None = None,
+) -> Figure:
+    """Horizontal bars of layer-group importance with intervals (the book's chapter on layer importance).
+
+    Args:
+        df: Either the long table of :func:`cryonet.importance.permutation_importance` (``group`` and ``value``
+            columns, one row per repeat: bars are means, whiskers the Student-t interval of
+            :func:`cryonet.importance.importance_summary`), its summary (index ``group``, columns ``mean_drop``,
+            ``low``, ``high``), or the table of :func:`cryonet.importance.drop_group_ablation` (one row per group,
+            no whiskers).
+        value: Column holding the importance in a long table.
+        title: Axes title.
+        xlabel: x-axis label (default: the metric in ``df.attrs`` and "drop").
+        level: Confidence level of the whiskers.
+        ax: Axes to draw into (default a new figure).
+
+    Returns:
+        The figure; groups sorted by importance, most important on top; a vertical line at 0.
+    """
+    from cryonet.importance import importance_summary
+
+    if {"mean_drop", "low", "high"} <= set(df.columns):
+        summ = df
+    elif "group" in df.columns and value in df.columns:
+        summ = importance_summary(df.rename(columns={value: "drop"})[["group", "drop"]], level=level)
+    else:
+        raise ValueError(f"plot_importance: expected columns 'group' and {value!r}, or a summary with mean_drop, "
+                         f"low, high; got {list(df.columns)}")
+    summ = summ.sort_values("mean_drop")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(summ) + 1.2), constrained_layout=True)
+    else:
+        fig = ax.figure
+    y = np.arange(len(summ))
+    err = np.vstack([summ["mean_drop"] - summ["low"], summ["high"] - summ["mean_drop"]])
+    has_err = np.isfinite(err).all(axis=0)
+    ax.barh(y, summ["mean_drop"], color="#4c72b0", height=0.6)
+    if has_err.any():
+        ax.errorbar(summ["mean_drop"].to_numpy()[has_err], y[has_err], xerr=err[:, has_err], fmt="none",
+                    ecolor="black", capsize=3, linewidth=1)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([str(g) for g in summ.index])
+    metric = df.attrs.get("metric", "metric")
+    ax.set_xlabel(xlabel or f"drop of {metric} ({int(round(level * 100))} % interval over repeats)")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -14,20 +14,28 @@ One call, :func:`train`, turns a feature stack and a label raster into a run dir
 
 Every file is written atomically. The recipe:
 
-* **Optimiser** AdamW (``profile.lr``, ``profile.weight_decay``); **schedule** OneCycle (cosine warm-up over the
-  first 10 % of steps to ``lr``, then cosine annealing), stepped once per batch; its length is fixed by
-  ``profile.epochs`` so that early stopping does not change the schedule of the epochs that run.
+* **Optimiser** AdamW (``profile.lr``, ``profile.weight_decay``); **schedule** per ``profile.scheduler``, stepped
+  once per batch: ``onecycle`` (torch ``OneCycleLR``: warm-up over the first 10 % of the steps to ``lr``, then
+  cosine annealing), ``cosine`` (linear warm-up over 10 %, cosine decay to 0) or ``none``. Its length is fixed by
+  ``profile.epochs`` so that early stopping does not change the schedule of the epochs that run (and resuming
+  with another number of epochs is refused).
+* **Data** tiles of ``profile.tile_size`` px every ``profile.tile_stride`` px (tiles with more than 50 % nodata
+  skipped), the blocked split of ``profile.split``, at most ``profile.max_train_tiles`` training tiles (seeded
+  subset), normalisation fitted on the training tiles, flips/rotations with consistent aspect layers
+  (:class:`cryonet.datasets.Augmenter`, mode ``"full"``).
 * **Loss** cross-entropy with inverse-square-root-frequency class weights from the training tiles
   (:func:`cryonet.datasets.class_weights`), ``ignore_index=255``, plus ``profile.dice_weight`` times smp's
   multiclass Dice loss (``ignore_index=255``).
 * **Sampling** a weighted sampler that draws tiles with rare classes (lakes) more often
   (:func:`cryonet.datasets.tile_sampling_weights`; ``profile.weighted_sampler``), else a seeded shuffle.
-* **Mixed precision** (``torch.autocast`` float16 + ``GradScaler``) on CUDA only; CPU and MPS train in float32.
+* **Mixed precision** (``torch.autocast`` float16 + ``GradScaler``) on CUDA only when ``profile.amp``; CPU and MPS
+  train in float32.
 * **Early stopping** on the validation mean IoU of the glacier classes (clean ice, debris, lake; classes absent
   from both reference and prediction are left out of the mean) after ``profile.early_stopping_patience`` epochs
   without improvement.
 * **Determinism** seeds for Python, NumPy, torch and the sampler's generator; ``torch.use_deterministic_algorithms``
-  (warn-only); augmentation drawn per (seed, epoch, tile). On CPU the same seed gives the same metrics, and a run
+  (warn-only; the previous setting is restored when :func:`train` returns); augmentation drawn per
+  (seed, epoch, tile). :func:`train` reseeds the global Python, NumPy and torch generators. On CPU the same seed gives the same metrics, and a run
   resumed from ``last.pt`` ends with the same metrics and weights as an uninterrupted one.
 * **Checkpoints** hold only tensors and plain containers, so that ``torch.load(..., weights_only=True)`` reads
   them (no pickled classes): model, optimiser, scheduler, scaler, epoch, best score, early-stopping counter,
@@ -43,7 +51,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import math
@@ -52,7 +59,7 @@ import pickle
 import random
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA
+from cryonet.constants import CLASSES, LABEL_NODATA
 from cryonet.datasets import (
     Augmenter,
     Normalizer,
@@ -78,8 +85,6 @@ logger = logging.getLogger(__name__)
 
 #: Version tag stored in every checkpoint.
 CHECKPOINT_FORMAT: str = "cryonet-checkpoint/1"
-#: Glacier class ids (the classes of interest for early stopping and model selection).
-GLACIER_IDS: tuple[int, ...] = tuple(CLASSES.index(c) for c in GLACIER_CLASSES)
 
 #: Training settings that are not fields of :class:`cryonet.config.Profile` (our fixed choices; a profile that
 #: defines an attribute of the same name overrides them).
@@ -261,6 +266,14 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     return path
 
 
+def checkpoint_path(run_or_ckpt: str | os.PathLike[str]) -> Path:
+    """The checkpoint a path stands for: a file as is; a run directory's ``best.pt``, else its ``last.pt``."""
+    path = Path(run_or_ckpt)
+    if path.is_dir():
+        return path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(..., weights_only=True)``.
 
@@ -276,9 +289,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         CheckpointError: the file is missing, truncated or corrupt, holds pickled objects other than tensors and
             plain containers, or is not a cryonet checkpoint.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    path = checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found. Train first (`cryonet train ... --out RUN/`).")
     try:
@@ -316,7 +327,7 @@ def load_model(
     """
     from cryonet import models
 
-    path = Path(run_or_ckpt)
+    path = checkpoint_path(run_or_ckpt)
     ckpt = load_checkpoint(path, map_location="cpu")
     model = models.create(ckpt["model"], in_channels=len(ckpt["layers"]), classes=len(CLASSES),
                           encoder=ckpt["encoder"])
@@ -331,8 +342,7 @@ def load_model(
         "epoch": int(ckpt["epoch"]),
         "best_score": float(ckpt["best_score"]),
         "profile": ckpt["profile"],
-        "checkpoint": str(path / "best.pt" if path.is_dir() and (path / "best.pt").is_file()
-                          else path / "last.pt" if path.is_dir() else path),
+        "checkpoint": str(path),
     }
     return model, norm, meta
 
@@ -535,6 +545,7 @@ def train(
     from cryonet import models
 
     stack_path, labels_path, run_dir = Path(stack_path), Path(labels_path), Path(out_dir)
+    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     d, own_group = _init_distributed(device)
     try:
         dev = torch.device("cuda", d.local_rank) if d.enabled and torch.cuda.is_available() and device in (
@@ -744,6 +755,7 @@ def train(
                                                "split": "split.json", "normalizer": "normalizer.json"}.items()},
         )
     finally:
+        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
         if own_group:
             import torch.distributed as dist
 

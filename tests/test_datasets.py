@@ -94,9 +94,10 @@ def test_scan_tiles_counts_and_nodata_threshold(tmp_path):
     lab[:32, 32:] = 1
     lab[40:44, 40:44] = 3
     lab[32:, :32] = LABEL_NODATA  # lower-left tile: all nodata
-    x = np.ones((2, size, size), np.float32)
-    x[1, :20, :32] = np.nan  # upper-left tile: 20/32 rows NaN in one layer = 62.5 % nodata
-    sp = write_raster(tmp_path / "s.tif", x, grid, nodata=float("nan"), descriptions=["a", "b"])
+    x = np.ones((3, size, size), np.float32)
+    x[1:, :20, :32] = np.nan  # upper-left tile: 20/32 rows with 2 of 3 layers NaN = 62.5 % nodata
+    x[2, 40:44, 40:44] = np.nan  # one NaN layer of 3 on the lake (aspect on a flat surface): still valid
+    sp = write_raster(tmp_path / "s.tif", x, grid, nodata=float("nan"), descriptions=["a", "b", "c"])
     lp = write_raster(tmp_path / "l.tif", lab, grid, nodata=255)
     tiles = scan_tiles(sp, lp, 32, progress=False)
     got = {(t.row, t.col): t for t in tiles}
@@ -329,8 +330,9 @@ def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path):
     assert not x.isnan().any()
     raw_x, raw_y = ds.read(0)
     assert raw_y.dtype == np.uint8
-    # pixels with a NaN layer are ignored in y (first three rows of the scene), wherever augmentation moved them
-    assert int((y == LABEL_NODATA).sum()) == int(((raw_y == LABEL_NODATA) | np.isnan(raw_x).any(0)).sum())
+    # pixels with mostly NaN layers are ignored in y (first three rows of the scene), wherever augmentation moved
+    # them; a pixel with one NaN layer of eight is kept (its layer becomes 0)
+    assert int((y == LABEL_NODATA).sum()) == int(((raw_y == LABEL_NODATA) | np.isnan(raw_x).all(0)).sum())
     x2, y2 = ds[0]
     assert (x == x2).all() and (y == y2).all()  # same seed/epoch: same sample
     ds.set_epoch(1)
@@ -343,3 +345,27 @@ def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path):
     bad = Normalizer(["x"] * 8, norm.mean, norm.std)
     with pytest.raises(DatasetError, match="trained on"):
         TileDataset(sp, lp, tiles, bad)
+
+
+def test_plot_split_draws_every_kept_tile(split_setup, tmp_path):
+    from cryonet.plots import SPLIT_COLOURS, plot_split
+
+    sp, lp, tiles, grid = split_setup
+    split = make_split(tiles, grid, block_size_m=640.0, buffer_m=0.0, seed=1)
+    fig = plot_split(split, background=lp)
+    ax = fig.axes[0]
+    assert len(ax.images) == 1
+    # one boundary collection per split, holding one outline per kept tile
+    from matplotlib.colors import to_hex
+
+    drawn = {}
+    for coll in ax.collections:
+        drawn[to_hex(coll.get_edgecolor()[0])] = len(coll.get_paths())
+    for name in ("train", "val", "test"):
+        assert drawn[SPLIT_COLOURS[name]] == len(split.get(name))
+    x0, x1 = ax.get_xlim()
+    assert x0 == pytest.approx(500.0) and x1 == pytest.approx(502.56)  # km, the stack's extent
+    fig.savefig(tmp_path / "split.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
