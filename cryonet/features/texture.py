@@ -292,14 +292,18 @@ def quantize(
     vmin, vmax = float(vmin), float(vmax)
     if not (np.isfinite(vmin) and np.isfinite(vmax)) or vmax < vmin:
         raise ValueError(f"quantisation limits must be finite with vmin <= vmax, got vmin={vmin}, vmax={vmax}")
-    x = np.where(valid, image, vmin).astype(np.float64, copy=False)
+    x = np.array(image, dtype=np.float64)  # a copy, worked on in place (same operations, same order as documented)
+    x[~valid] = vmin
     if vmax > vmin:
-        q = np.floor((x - vmin) / (vmax - vmin) * levels)
+        np.subtract(x, vmin, out=x)
+        np.divide(x, vmax - vmin, out=x)
+        np.multiply(x, levels, out=x)
+        np.floor(x, out=x)
     else:
-        q = np.where(x <= vmin, 0.0, levels - 1.0)
-    q = np.clip(q, 0, levels - 1)
-    q[~valid] = 0
-    return q.astype(out_dtype)
+        x = np.where(x <= vmin, 0.0, levels - 1.0)
+    np.clip(x, 0, levels - 1, out=x)
+    x[~valid] = 0
+    return x.astype(out_dtype)
 
 
 # ------------------------------------------------------------------------------------------------------------------
