@@ -89,7 +89,7 @@ def main() -> None:
     print(
         f"ratios {s1}/{s0}: pixels x{(s1 / s0) ** 2:.1f}, build time x{r1['seconds'] / r0['seconds']:.2f}, "
         f"peak RSS x{r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f} "
-        f"(above baseline x{(r1['peak_rss_mb'] - base['peak_rss_mb']) / max(r0['peak_rss_mb'] - base['peak_rss_mb'], 1):.2f})"
+        f"(above baseline x{(r1['peak_rss_mb'] - base['peak_rss_mb']) / max(r0['peak_rss_mb'] - base['peak_rss_mb'], 1):.2f})"  # noqa: E501
     )
     if tmp:
         tmp.cleanup()

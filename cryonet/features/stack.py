@@ -49,8 +49,8 @@ stored build settings equal the requested ones, :func:`build_stack` returns at o
 
 Dask: :func:`build_stack_dask` builds the same stack with :func:`dask.array.overlap.overlap` /
 ``map_blocks`` / ``trim_internal`` (what :func:`dask.array.map_overlap` does, spelled out because the output has a
-different number of bands than the input) over the same per-block function, so a user with a ``dask.distributed`` cluster can build stacks for
-whole Sentinel-2 tiles; it equals the numpy build.
+different number of bands than the input) over the same per-block function, so a user with a
+``dask.distributed`` cluster can build stacks for whole Sentinel-2 tiles; it equals the numpy build.
 """
 
 from __future__ import annotations
