@@ -192,6 +192,95 @@ def _run_terrain(args: argparse.Namespace) -> int:
 
 
 # --- commands: issue 4 (models, training, inference) --------------------------------------------------------------
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path, help="RUN/best.pt (or a run directory)")
+    p.add_argument("--stack", required=True, type=Path, help="feature stack GeoTIFF with the training layers")
+    p.add_argument("--out", required=True, type=Path, help="class raster to write (uint8 COG, 255 = no input)")
+    p.add_argument("--probabilities", type=Path, default=None, help="also write per-class probabilities here")
+    p.add_argument("--tile", type=int, default=None, help="window edge in pixels (default: training tile size)")
+    p.add_argument("--overlap", type=int, default=None, help="overlap between windows (default: tile / 4)")
+    p.add_argument("--batch", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from cryonet.inference import predict_checkpoint
+
+    kw = {"tile_size": args.tile} if args.tile is not None else {}
+    res = predict_checkpoint(args.checkpoint, args.stack, args.out, overlap=args.overlap, batch_size=args.batch,
+                             device=args.device, probabilities_path=args.probabilities, progress=not args.quiet,
+                             **kw)
+    extra = f" and {res.probabilities}" if res.probabilities else ""
+    print(f"predicted {res.grid.height} x {res.grid.width} px ({res.windows} windows, {res.seconds:.1f} s): "
+          f"{res.labels}{extra}")
+    return 0
+
+
+def _add_outlines(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prediction", type=Path, help="class raster (e.g. from `cryonet predict`)")
+    p.add_argument("out", type=Path, help="GeoPackage to write (layers outlines, glaciers, debris, lakes)")
+    p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this, m² (default 0)")
+    p.add_argument("--simplify", type=float, default=None, help="coverage simplification tolerance, metres")
+    p.add_argument("--reference", type=Path, default=None, help="reference GeoPackage (glaciers, debris, lakes)")
+
+
+def _run_outlines(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cryonet import vector
+
+    gdf = vector.polygonize_classes(args.prediction, min_area_m2=args.min_area, simplify_m=args.simplify)
+    vector.write_outlines(gdf, args.out)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
+        print(f"{len(gdf)} polygons written to {args.out}")
+        print(vector.area_table(gdf).to_string())
+        if args.reference is not None:
+            cmp = vector.compare_with_reference(gdf, args.reference)
+            print(f"\narea IoU per class against {args.reference}:")
+            print(cmp["classes"].to_string())
+            g = cmp["glaciers"]
+            if len(g):
+                print(f"\nper reference glacier ({len(g)}): median relative area difference "
+                      f"{g['rel_diff'].median():+.3f}; the 10 largest:")
+                print(g.sort_values("ref_km2", ascending=False).head(10).to_string())
+    return 0
+
+
+def _add_importance(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="run directory written by `cryonet train` (or a checkpoint in it)")
+    p.add_argument("--stack", required=True, type=Path, help="the feature stack the run was trained on")
+    p.add_argument("--labels", required=True, type=Path, help="its label raster")
+    p.add_argument("--repeats", type=int, default=5, help="permutations per layer group (default 5)")
+    p.add_argument("--groups", nargs="+", default=None, help="layer groups to permute (default all)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"], help="tiles to score")
+    p.add_argument("--metric", default="overall_iou_glacier", help="key of cryonet.metrics.summary")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
+    p.add_argument("--out", type=Path, default=None, help="write the table (one row per group and repeat) as CSV")
+
+
+def _run_importance(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cryonet.importance import permutation_importance
+    from cryonet.raster import atomic_path
+
+    df = permutation_importance(args.run, args.stack, args.labels, split=args.split, groups=args.groups,
+                                repeats=args.repeats, metric=args.metric, seed=args.seed, device=args.device,
+                                progress=not args.quiet)
+    if args.out is not None:
+        with atomic_path(args.out) as tmp:
+            df.to_csv(tmp, index=False)
+    summ = df.attrs["summary"].sort_values("mean_drop", ascending=False)
+    with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
+        print(f"{args.metric}: baseline {df.attrs['baseline']:.4f} on {df.attrs['n_tiles']} {args.split} tiles; "
+              f"drop when a group is permuted ({args.repeats} repeats, 95 % t interval):")
+        print(summ.to_string())
+    if args.out is not None:
+        print(f"table written to {args.out}")
+    return 0
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", required=True, type=Path, help="feature stack GeoTIFF (band descriptions = layers)")
     p.add_argument("--labels", required=True, type=Path, help="label raster on the stack's grid (0..3, 255 nodata)")
@@ -244,6 +333,12 @@ COMMANDS: list[Command] = [
     ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
      _run_terrain),
     # --- registered commands: issue 4 ---
+    ("predict", "predict a whole feature stack with a trained model (class COG on the stack's grid)", _add_predict,
+     _run_predict),
+    ("outlines", "polygonise a class raster into a GeoPackage, with areas and a reference comparison",
+     _add_outlines, _run_outlines),
+    ("importance", "grouped permutation importance of a trained run on its test tiles", _add_importance,
+     _run_importance),
     ("train", "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)", _add_train,
      _run_train),
     ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate,

@@ -220,3 +220,62 @@ def test_rgi_glaciers_survive_raster_vector_round_trip(realdata, tmp_path):
     # the dissolved complex: area IoU of the rasterised ice against the RGI outlines ~ 1 - boundary pixels
     iou = res_cmp["classes"].loc["clean_ice", "iou"]
     assert 0.95 < iou < 1.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# CLI: predict -> outlines
+# ------------------------------------------------------------------------------------------------------------------
+def test_outlines_cli_writes_geopackage_and_compares(scene_labels, tmp_path, capsys):
+    from cryonet.cli import main
+
+    path, lab = scene_labels
+    ref = V.write_outlines(V.polygonize_classes(path), tmp_path / "ref.gpkg")
+    out = tmp_path / "out.gpkg"
+    assert main(["outlines", str(path), str(out), "--min-area", str(3 * PX_M2), "--reference", str(ref)]) == 0
+    text = capsys.readouterr().out
+    assert "clean_ice" in text and "iou" in text and "per reference glacier (2)" in text
+    written = V.read_outlines(out)
+    assert (written["class"] == "clean_ice").sum() == 1  # the 2-px patch is below --min-area
+    assert main(["outlines", str(tmp_path / "missing.tif"), str(out)]) == 1
+
+
+@pytest.mark.slow
+def test_predict_cli_writes_cog_on_the_input_grid(tmp_path, capsys):
+    """`cryonet predict` on a scene that is not a multiple of the tile size: a COG on exactly the input grid."""
+    import rasterio
+    import torch
+
+    from cryonet.cli import main
+    from cryonet.train import load_model
+    from test_importance import SIGNAL, make_run, write_group_stack
+
+    sp, lp = write_group_stack(tmp_path / "scene", size=83)
+    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    out = tmp_path / "pred.tif"
+    probs = tmp_path / "probs.tif"
+    rc = main(["-q", "predict", "--checkpoint", str(run / "best.pt"), "--stack", str(sp), "--out", str(out),
+               "--probabilities", str(probs), "--tile", "96", "--overlap", "0", "--batch", "2", "--device", "cpu"])
+    assert rc == 0 and "1 windows" in capsys.readouterr().out
+    with rasterio.open(sp) as s, rasterio.open(out) as p, rasterio.open(probs) as q:
+        assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert (p.crs, p.transform, p.shape) == (s.crs, s.transform, s.shape) == (q.crs, q.transform, q.shape)
+        x = s.read()
+        pred = p.read(1)
+        assert q.count == 4
+    # one window covers the scene: the prediction is the model on the zero-padded, normalised scene
+    model, norm, _ = load_model(run)
+    pad = np.zeros((x.shape[0], 96, 96), np.float32)
+    pad[:, :83, :83] = norm.apply(x)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(pad)[None]).argmax(1)[0, :83, :83].numpy()
+    valid = ~np.isnan(x).all(0)
+    assert (pred[~valid] == LABEL_NODATA).all() and (~valid).sum() == 2 * 83
+    np.testing.assert_array_equal(pred[valid], direct[valid])
+    # default tile (the run's 32 px) with overlap: still exactly the input grid
+    assert main(["-q", "predict", "--checkpoint", str(run), "--stack", str(sp), "--out", str(tmp_path / "b.tif"),
+                 "--device", "cpu"]) == 0
+    with rasterio.open(tmp_path / "b.tif") as p:
+        assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.shape == (83, 83)
+        assert p.transform == s.transform
+    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--stack", str(sp), "--out",
+                 str(tmp_path / "c.tif")]) == 1

@@ -1,0 +1,277 @@
+"""Layer-group importance: joint permutation, permutation importance (hand-built and checkpointed models),
+drop-group ablation with retraining, the figure and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from cryonet import importance as I
+from cryonet.constants import LABEL_NODATA
+from cryonet.datasets import Normalizer, make_split, scan_tiles
+from cryonet.raster import Grid, write_raster
+
+#: Layers of the tiny stack: group -> layer names. Only ``elevation`` (terrain) carries the label.
+GROUPS = {"s2": ["B2", "B3"], "terrain": ["elevation", "slope"], "texture": ["glcm_contrast"]}
+LAYERS = [name for names in GROUPS.values() for name in names]
+SIGNAL = LAYERS.index("elevation")
+RES = 10.0
+#: Profile used for tiny runs: 32 px tiles, 320 m blocks.
+TINY = {"tile_size": 32, "tile_stride": 32, "batch_size": 4, "epochs": 3, "lr": 5e-3, "max_train_tiles": None,
+        "encoder": "resnet18", "split": {"block_size_m": 320.0, "buffer_m": 0.0}}
+
+
+def write_group_stack(root: Path, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
+    """A stack whose label depends only on the terrain layer ``elevation`` (= class id + noise); others noise.
+
+    The first two rows are NaN in every layer; the last column is label nodata. A layer table sidecar is written.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:size, 0:size].astype(float)
+    lab = np.zeros((size, size), np.uint8)
+    for cls, n, rad in ((1, 14, 9.0), (2, 10, 6.0), (3, 8, 3.5)):
+        for _ in range(n):
+            r0, c0 = rng.uniform(0, size, 2)
+            lab[(rr - r0) ** 2 + (cc - c0) ** 2 < rad**2] = cls
+    x = rng.normal(0.0, 1.0, (len(LAYERS), size, size)).astype(np.float32)
+    x[1] = x[0] + rng.normal(0, 0.1, (size, size))  # correlated within the s2 group
+    x[SIGNAL] = lab + rng.normal(0.0, 0.05, (size, size))
+    x[:, :2] = np.nan
+    lab[:, -1] = LABEL_NODATA
+    grid = Grid(CRS.from_epsg(32645), Affine(RES, 0, 500_000.0, 0, -RES, 3_130_000.0), size, size)
+    sp = write_raster(root / "stack.tif", x, grid, nodata=float("nan"), descriptions=LAYERS)
+    lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
+    table = pd.DataFrame({"layer": LAYERS, "group": [g for g, n in GROUPS.items() for _ in n],
+                          "units": "1", "source": "test", "band": np.arange(1, len(LAYERS) + 1)})
+    table.to_csv(root / "stack.layers.csv", index=False)
+    return sp, lp
+
+
+def identity_normalizer() -> Normalizer:
+    return Normalizer(list(LAYERS), np.zeros(len(LAYERS), np.float32), np.ones(len(LAYERS), np.float32))
+
+
+class SignalModel(torch.nn.Module):
+    """Classifies each pixel by the nearest class id of one layer: perfect on the stack above, blind to the rest."""
+
+    def __init__(self, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, self.layer : self.layer + 1]
+        k = torch.arange(4, dtype=x.dtype, device=x.device).view(1, 4, 1, 1)
+        return -10.0 * (v - k) ** 2
+
+
+def make_run(root: Path, stack: Path, labels: Path, *, uses: list[int], model: str = "unet") -> Path:
+    """A run directory as `cryonet train` writes it, with an untrained smp model blind to all layers but ``uses``.
+
+    The encoder's first convolution gets zero weights for the other input layers, so they contribute exactly 0.
+    """
+    from cryonet import config, models
+    from cryonet.train import CHECKPOINT_FORMAT, save_checkpoint
+
+    root.mkdir(parents=True, exist_ok=True)
+    prof = config.CI.replace(**{**TINY, "split": {"block_size_m": 320.0, "buffer_m": 0.0}})
+    torch.manual_seed(0)
+    net = models.create(model, in_channels=len(LAYERS), classes=4, encoder="resnet18")
+    with torch.no_grad():
+        w = net.encoder.conv1.weight
+        blind = [i for i in range(len(LAYERS)) if i not in uses]
+        w[:, blind] = 0.0
+        w[:, uses] *= 20.0  # a strong response to the used layers
+    tiles = scan_tiles(stack, labels, 32, 32, progress=False)
+    split = make_split(tiles, Grid.from_file(stack), block_size_m=320.0, buffer_m=0.0, seed=0)
+    split.save(root / "split.json")
+    norm = identity_normalizer()
+    norm.save(root / "normalizer.json")
+    state = {
+        "format": CHECKPOINT_FORMAT, "model": model, "encoder": "resnet18",
+        "model_state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+        "epoch": 1, "best_score": 0.0, "profile": json.loads(json.dumps(prof.to_dict())), "layers": list(LAYERS),
+        "normalizer": norm.to_dict(),
+    }
+    save_checkpoint(root / "best.pt", state)
+    (root / "run.json").write_text(json.dumps({"model": model, "encoder": "resnet18", "profile": prof.to_dict(),
+                                               "stack": str(stack), "labels": str(labels), "layers": LAYERS}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_group_stack(tmp_path_factory.mktemp("imp"))
+
+
+def _table(stack: Path) -> pd.DataFrame:
+    from cryonet.features.stack import read_layer_table
+
+    return read_layer_table(stack)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def test_joint_permutation_keeps_pixel_tuples_and_nodata():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 8, 8)).astype(np.float32)
+    x[0, :, 0, :] = np.nan
+    valid = np.ones((3, 8, 8), bool)
+    valid[0, 0, :] = False
+    valid[2, 5, 5] = False
+    layers = np.array([1, 3])
+    out = I.permute_pixels(x, valid, layers, np.random.default_rng(1))
+    assert out.shape == (3, 2, 8, 8)
+    # invalid pixels are not moved (the NaN row stays in place)
+    np.testing.assert_array_equal(out[0][:, 0, :], x[0][layers][:, 0, :])
+    assert out[2, 0, 5, 5] == x[2, 1, 5, 5] and out[2, 1, 5, 5] == x[2, 3, 5, 5]
+    # every valid pixel receives the (layer 1, layer 3) pair of one valid pixel: the pair moves together
+    before = {(a, b) for a, b in zip(x[:, 1][valid], x[:, 3][valid], strict=True)}
+    after = {(a, b) for a, b in zip(out[:, 0][valid], out[:, 1][valid], strict=True)}
+    assert before == after
+    # pooled across tiles: values leave their tile
+    assert not np.array_equal(np.sort(out[1, 0].ravel()), np.sort(x[1, 1].ravel()))
+    assert (out[:, 0][valid] != x[:, 1][valid]).mean() > 0.9
+
+
+def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
+    sp, lp = tiny
+    tiles = scan_tiles(sp, lp, 32, 32, progress=False)
+    x, y = I.load_tiles(sp, lp, tiles)
+    assert x.shape == (len(tiles), len(LAYERS), 32, 32) and (y[:, :2][: 3] == LABEL_NODATA).all()
+    df = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3,
+                                        seed=0, progress=False)
+    assert list(df.columns) == ["group", "repeat", "metric", "baseline", "score", "drop"]
+    assert len(df) == 9 and df.attrs["baseline"] == pytest.approx(1.0)
+    summ = df.attrs["summary"]
+    assert list(summ.index) == ["s2", "terrain", "texture"]  # stack order of LAYER_GROUPS
+    assert summ.loc["terrain", "mean_drop"] > 0.5
+    assert (df.loc[df.group != "terrain", "drop"] == 0.0).all()
+    assert summ.loc["s2", "low"] == 0.0 and summ.loc["s2", "high"] == 0.0
+    t = df.loc[df.group == "terrain", "drop"]
+    assert summ.loc["terrain", "low"] < t.mean() < summ.loc["terrain", "high"]
+    # deterministic for a seed, different for another
+    again = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp),
+                                           groups=["terrain"], repeats=3, seed=0, progress=False)
+    np.testing.assert_array_equal(again["drop"], t)  # a group's draws do not depend on the other groups run
+    other = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp),
+                                           groups=["terrain"], repeats=3, seed=1, progress=False)
+    assert not np.array_equal(other["drop"], t)
+
+
+def test_importance_summary_t_interval():
+    df = pd.DataFrame({"group": ["a"] * 4 + ["b"], "drop": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    s = I.importance_summary(df)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 3) * np.std([0.1, 0.2, 0.3, 0.4], ddof=1) / 2
+    assert s.loc["a", "mean_drop"] == pytest.approx(0.25)
+    assert s.loc["a", "high"] - s.loc["a", "mean_drop"] == pytest.approx(half)
+    assert s.loc["b", "n"] == 1 and np.isnan(s.loc["b", "low"])
+
+
+def test_bad_inputs_are_clear_errors(tiny, tmp_path):
+    sp, lp = tiny
+    with pytest.raises(I.ImportanceError, match="group"):
+        I.group_layers(_table(sp), ["insar"])
+    with pytest.raises(I.ImportanceError, match="unknown metric"):
+        I.permutation_importance(tmp_path, sp, lp, metric="accuracy")
+    with pytest.raises(I.ImportanceError, match="split.json"):
+        I.permutation_importance(tmp_path, sp, lp)
+
+
+@pytest.mark.slow
+def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path):
+    """Through the run directory: baseline equals cryonet.train.evaluate; blind groups drop by exactly 0."""
+    from cryonet.train import evaluate
+
+    sp, lp = tiny
+    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    df = I.permutation_importance(run, sp, lp, repeats=2, device="cpu", progress=False)
+    ev = evaluate(run, "test", n_boot=10, device="cpu", progress=False)
+    assert df.attrs["baseline"] == pytest.approx(ev["summary"]["overall_iou_glacier"], abs=1e-9)
+    assert df.attrs["n_pixels"] == ev["summary"]["n_pixels"]
+    assert (df.loc[df.group != "terrain", "drop"] == 0.0).all()
+    assert (df.loc[df.group == "terrain", "score"] != df.attrs["baseline"]).all()
+    assert df.attrs["model"] == "unet" and df.attrs["split"] == "test"
+
+
+def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
+    import rasterio
+
+    from cryonet.features.stack import read_layer_table
+
+    sp, _ = tiny
+    out = I.write_reduced_stack(sp, tmp_path / "red" / "stack.tif", ["terrain"], block=40)
+    table = read_layer_table(out)
+    assert list(table["layer"]) == ["B2", "B3", "glcm_contrast"] and list(table["band"]) == [1, 2, 3]
+    with rasterio.open(sp) as a, rasterio.open(out) as b:
+        np.testing.assert_array_equal(b.read(), a.read([1, 2, 5]))
+        assert (b.crs, b.transform, b.shape) == (a.crs, a.transform, a.shape)
+    mtime = out.stat().st_mtime_ns
+    I.write_reduced_stack(sp, out, ["terrain"])  # resume: kept
+    assert out.stat().st_mtime_ns == mtime
+    with pytest.raises(I.ImportanceError, match="no layer"):
+        I.write_reduced_stack(sp, tmp_path / "x.tif", ["s2", "terrain", "texture"])
+
+
+@pytest.mark.slow
+def test_drop_group_ablation_retrains_and_resumes(tiny, tmp_path, monkeypatch):
+    sp, lp = tiny
+    over = {k: v for k, v in TINY.items()}
+    df = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["s2", "terrain"], model="unet", profile="ci",
+                               device="cpu", progress=False, **over)
+    assert list(df["group"]) == ["s2", "terrain"]
+    assert df["same_split"].all()  # every layer shares the NaN rows, so the tiles and the split are the same
+    assert list(df["layers_left"]) == [3, 3]
+    full = df.attrs["full_score"]
+    assert full > 0.5, full  # the full model learnt the elevation signal
+    drops = df.set_index("group")["drop"]
+    assert drops["terrain"] > drops["s2"] + 0.2, drops
+    assert (tmp_path / "abl" / "terrain" / I.ABLATION_FILE).is_file()
+
+    import cryonet.train
+
+    def boom(*a, **k):
+        raise AssertionError("a finished group must not be retrained")
+
+    monkeypatch.setattr(cryonet.train, "train", boom)
+    again = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["s2", "terrain"], base_run=tmp_path / "abl" /
+                                  "full" / "run", device="cpu", progress=False)
+    np.testing.assert_allclose(again["score"], df["score"])
+
+
+def test_plot_importance(tiny):
+    from cryonet.plots import plot_importance
+
+    df = pd.DataFrame({"group": ["s2", "s2", "terrain", "terrain"], "repeat": [0, 1, 0, 1],
+                       "drop": [0.01, 0.03, 0.5, 0.6]})
+    fig = plot_importance(df, title="t")
+    ax = fig.axes[0]
+    widths = sorted(p.get_width() for p in ax.patches)
+    assert widths == pytest.approx([0.02, 0.55])
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert set(labels) == {"s2", "terrain"}
+
+
+@pytest.mark.slow
+def test_importance_cli(tiny, tmp_path, capsys):
+    from cryonet.cli import main
+
+    sp, lp = tiny
+    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    out = tmp_path / "imp.csv"
+    rc = main(["-q", "importance", str(run), "--stack", str(sp), "--labels", str(lp), "--repeats", "2",
+               "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "terrain" in text and "baseline" in text
+    table = pd.read_csv(out)
+    assert len(table) == 6 and (table.loc[table.group != "terrain", "drop"] == 0).all()
+    assert main(["importance", str(tmp_path), "--stack", str(sp), "--labels", str(lp)]) == 1
