@@ -78,7 +78,7 @@ DEFAULT_ANGLES: Final[tuple[float, ...]] = (0.0, 45.0, 90.0, 135.0)
 #: Percentiles of the valid pixels that become ``vmin``/``vmax`` when none are given.
 DEFAULT_PERCENTILES: Final[tuple[float, float]] = (2.0, 98.0)
 #: At most this many pixels are used to estimate percentile limits of a large raster (a regular decimation).
-PERCENTILE_SAMPLE: Final[int] = 4_000_000
+PERCENTILE_SAMPLE: int = 4_000_000
 
 _FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(ALL_FEATURES)}
 _MAX_LEVELS: Final[int] = 65536
@@ -659,7 +659,8 @@ def glcm_features_dask(
         nodata_mask: ``(rows, cols)`` boolean (dask or numpy), True where data are missing.
 
     Returns:
-        ``(len(features), rows, cols)`` float32 dask array chunked like ``darr`` along rows and columns.
+        ``(len(features), rows, cols)`` float32 dask array chunked like ``darr`` along rows and columns (a chunk
+        narrower than the halo is merged into its neighbour, as ``map_overlap`` needs).
     """
     import dask.array as da
 
