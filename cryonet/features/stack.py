@@ -237,7 +237,10 @@ def stack_layers(
     for group in groups:
         if group == "s2":
             specs += [
-                LayerSpec(b, group, "surface reflectance (0-1)", f"Sentinel-2 L2A {b}: (DN-1000)/10000 clipped at 0, DN 0 = nodata; bilinear")
+                LayerSpec(
+                    b, group, "surface reflectance (0-1)",
+                    f"Sentinel-2 L2A {b}: (DN-1000)/10000 clipped at 0, DN 0 = nodata; bilinear",
+                )  # fmt: skip
                 for b in S2_BANDS
             ]
         elif group == "indices":
