@@ -30,7 +30,7 @@ def _display_grid(scene: Scene, max_size: int) -> tuple[rasterio.crs.CRS, Affine
     with rasterio.open(scene.reference_band) as src:
         factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
         shape = (int(np.ceil(src.height / factor)), int(np.ceil(src.width / factor)))
-        transform = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+        transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
         return src.crs, transform, shape
 
 
@@ -119,7 +119,8 @@ def plot_scene(scene: Scene, *, max_size: int = 800) -> Figure:
     ax[1].imshow(_hillshade(np.nan_to_num(dem, nan=float(np.nanmean(dem))), res_m), cmap="gray", extent=extent_km)
     ax[1].set_title(f"DEM hillshade ({np.nanmin(dem):.0f}-{np.nanmax(dem):.0f} m)")
     im = ax[2].imshow(coh, cmap="magma", vmin=0, vmax=1, extent=extent_km)
-    fig.colorbar(im, ax=ax[2], shrink=0.8, label="coherence")
+    # The colour bar lives in an inset of its panel, so that the figure keeps exactly its four map axes.
+    fig.colorbar(im, cax=ax[2].inset_axes((1.02, 0.0, 0.04, 1.0)), label="coherence")
     ax[2].set_title("InSAR coherence (12 days)")
     cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
     ax[3].imshow(np.where(labels == LABEL_NODATA, 0, labels), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5,
@@ -233,26 +234,40 @@ LAYER_CMAPS: dict[str, str] = {
 }  # fmt: skip
 
 
-def _read_band(source: object, max_size: int) -> tuple[np.ndarray, bool, tuple[float, float, float, float]]:
-    """Band of ``source`` (path, or ``(path, band)`` with band an index from 1 or a band description), decimated.
+def _read_bands(
+    path: object, bands: list[object], max_size: int
+) -> tuple[dict[object, np.ndarray], dict[object, bool], tuple[float, float, float, float]]:
+    """Bands of one raster (indexes from 1 or band descriptions), read decimated in a single call.
 
-    Returns the float32 image (NaN for nodata), whether it is a label raster, and its extent in km.
+    One read for all bands matters for a pixel-interleaved multi-band stack: each read decompresses every band's
+    blocks, so reading 14 of 44 bands one by one would decompress the file 14 times.
+
+    Returns the float32 images (NaN for nodata) and whether each is a label raster, keyed as asked, and the extent in
+    km from the raster's lower-left corner.
     """
-    path, band = source if isinstance(source, tuple) else (source, 1)
     with rasterio.open(path) as src:
-        if isinstance(band, str):
-            names = list(src.descriptions)
-            if band not in names:
-                raise ValueError(f"{path}: no band described as {band!r}; bands are {names}")
-            band = names.index(band) + 1
+        names = list(src.descriptions)
+        index = {}
+        for band in bands:
+            if isinstance(band, str):
+                if band not in names:
+                    raise ValueError(f"{path}: no band described as {band!r}; bands are {names}")
+                index[band] = names.index(band) + 1
+            else:
+                index[band] = int(band)
+        order = sorted(set(index.values()))
         factor = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
         shape = (int(np.ceil(src.height / factor)), int(np.ceil(src.width / factor)))
-        is_labels = src.dtypes[band - 1] == "uint8" and src.nodata == LABEL_NODATA
-        img = src.read(band, out_shape=shape, resampling=rasterio.enums.Resampling.nearest).astype(np.float32)
-        if src.nodata is not None and not np.isnan(src.nodata):
-            img[img == src.nodata] = np.nan
+        data = src.read(order, out_shape=(len(order), *shape), resampling=rasterio.enums.Resampling.nearest)
+        images, labels = {}, {}
+        for band, i in index.items():
+            img = data[order.index(i)].astype(np.float32)
+            labels[band] = src.dtypes[i - 1] == "uint8" and src.nodata == LABEL_NODATA
+            if src.nodata is not None and not np.isnan(src.nodata):
+                img[img == src.nodata] = np.nan
+            images[band] = img
         left, bottom, right, top = src.bounds
-    return img, is_labels, (0.0, (right - left) / 1000, 0.0, (top - bottom) / 1000)
+    return images, labels, (0.0, (right - left) / 1000, 0.0, (top - bottom) / 1000)
 
 
 def plot_layers(
@@ -292,8 +307,14 @@ def plot_layers(
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols * 1.15, panel_size * nrows),
                              constrained_layout=True, squeeze=False)
-    for ax, (title, source) in zip(axes.ravel(), layers.items(), strict=False):
-        img, is_labels, extent = _read_band(source, max_size)
+    sources = {title: (src if isinstance(src, tuple) else (src, 1)) for title, src in layers.items()}
+    by_path: dict[str, list[object]] = {}
+    for path, band in sources.values():
+        by_path.setdefault(str(path), []).append(band)
+    read = {path: _read_bands(path, bands, max_size) for path, bands in by_path.items()}
+    for ax, (title, (path, band)) in zip(axes.ravel(), sources.items(), strict=False):
+        images, label_flags, extent = read[str(path)]
+        img, is_labels = images[band], label_flags[band]
         if is_labels:
             cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
             ax.imshow(np.where(np.isnan(img), 0, img), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5,

@@ -3,7 +3,7 @@
 Physical picture (deliberately simple, but every quantity has a meaning):
 
 * Surface mass balance is piecewise linear in elevation, ``b(z) = beta * (z - ELA)`` (m w.e. per year), with a
-  steeper gradient below the ELA than above it, and capped in the accumulation zone. Cells above the ELA that are not too steep for ice to stay (< 38 deg) accumulate.
+  steeper gradient below the ELA than above it, and capped in the accumulation zone. Cells above the ELA that are not too steep for ice to stay (< 40 deg, smoothed) accumulate.
 * Down each valley the balance flux ``Q`` (m^3 w.e. per year) is integrated from the head: accumulation cells feed
   the point of the valley axis they are nearest to, the tongue (the flat valley floor) adds its own balance. The
   terminus is where ``Q`` reaches zero. Tributary glaciers that reach their confluence pass their flux on.
@@ -40,11 +40,11 @@ MAX_ACCUMULATION: float = 1.2
 #: Ratio of melt under thick debris to melt of bare ice (Ostrem curve, debris thicker than ~10 cm).
 DEBRIS_MELT_FACTOR: float = 0.35
 #: Steepest slope that holds ice or perennial snow, degrees.
-MAX_ICE_SLOPE_DEG: float = 38.0
+MAX_ICE_SLOPE_DEG: float = 40.0
 #: Slope from which a wall counts as a debris-supplying headwall, degrees.
 HEADWALL_SLOPE_DEG: float = 40.0
 #: Smallest ice body kept as a glacier, km^2 (smaller ones are perennial snow patches, background).
-MIN_GLACIER_KM2: float = 0.02
+MIN_GLACIER_KM2: float = 0.05
 
 
 class Surface(IntEnum):
@@ -142,8 +142,8 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     n_high = np.bincount(line_of_cell[high], minlength=n_lines)
     n_steep = np.bincount(line_of_cell[steep_high], minlength=n_lines)
     wall_frac = n_steep / np.maximum(n_high, 1)
-    supply = region.debris_propensity * wall_frac / 0.3
-    r_onset = np.clip(1.0 - 0.8 * supply, 0.1, 0.95)
+    supply = region.debris_propensity * wall_frac / 0.15
+    r_onset = np.clip(1.0 - 0.9 * supply, 0.08, 0.95)
 
     # March down every valley (tributaries first: their outflow feeds the trunk at the confluence).
     glaciated = np.zeros(n_pts, dtype=bool)
@@ -322,11 +322,11 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
 
     # Balance velocity: ice flux / cross-section (surface speed = 1.25 x depth average), plug-like across.
     # Debris-covered tongues are out of balance (they thin in place rather than carry their balance flux), and
-    # are observed to be near-stagnant: their speed is halved.
+    # are observed to be near-stagnant: their speed is cut to a third.
     h_tongue = np.clip(0.4 * half, 30, 300)
     width = 2 * half * width_factor[nearest]
     v_tongue = flux[nearest] / 0.9 / np.maximum(width * h_tongue, 1.0) * 1.25 * np.clip(1 - rel_d**4, 0.2, 1)
-    v_tongue = np.where(debris, 0.5 * v_tongue, v_tongue)
+    v_tongue = np.where(debris, v_tongue / 3.0, v_tongue)
     velocity = np.where(tongue & ice, v_tongue, 0.0)
     velocity = np.where(ice & ~tongue, 8.0 + 0.4 * slope_deg, velocity).astype(np.float32)
     velocity[lake_id > 0] = 0.0

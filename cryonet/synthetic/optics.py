@@ -36,7 +36,7 @@ SPECTRA: dict[Surface, tuple[float, ...]] = {
     Surface.ICE: (0.52, 0.48, 0.40, 0.36, 0.31, 0.27, 0.22, 0.20, 0.02, 0.015),
     Surface.BEDROCK: (0.12, 0.15, 0.18, 0.20, 0.22, 0.235, 0.245, 0.255, 0.29, 0.23),
     Surface.SEDIMENT: (0.13, 0.16, 0.19, 0.21, 0.225, 0.24, 0.25, 0.26, 0.285, 0.225),
-    Surface.DEBRIS: (0.12, 0.145, 0.17, 0.19, 0.205, 0.22, 0.23, 0.24, 0.26, 0.205),
+    Surface.DEBRIS: (0.11, 0.133, 0.156, 0.174, 0.188, 0.202, 0.211, 0.22, 0.25, 0.197),
     Surface.VEGETATION: (0.035, 0.07, 0.045, 0.12, 0.26, 0.31, 0.34, 0.35, 0.19, 0.09),
     Surface.LAKE: (0.07, 0.11, 0.085, 0.05, 0.03, 0.025, 0.02, 0.018, 0.005, 0.003),
     Surface.POND: (0.10, 0.13, 0.12, 0.09, 0.06, 0.05, 0.045, 0.04, 0.01, 0.006),
@@ -147,7 +147,7 @@ def intrinsic_reflectance(glaciers: GlacierField, rng: np.random.Generator) -> n
     moist = fractal_noise(shape, rng, beta=2.5, min_wavelength_px=4)
     grain = fractal_noise(shape, rng, beta=1.0, min_wavelength_px=2)
     # Debris is moister on average (melt water, fine matrix) - a small shift inside a broad distribution.
-    wet = np.clip(0.5 + 0.25 * moist + 0.12 * (surface == Surface.DEBRIS), 0, 1)
+    wet = np.clip(0.5 + 0.25 * moist + 0.08 * (surface == Surface.DEBRIS), 0, 1)
     factor = (1 + 0.18 * lith) * (1 + 0.06 * iron * np.clip((wl - 800) / 800, -0.5, 1.0)) * (1 + 0.06 * grain)
     factor = factor * (1 - 0.15 * wet * np.where(wl > 1500, 1.6, 1.0))
     refl = np.where(rock, refl * factor, refl)

@@ -72,7 +72,7 @@ def ridged_noise(shape: tuple[int, int], rng: np.random.Generator, *, wavelength
         shape: ``(rows, cols)``.
         rng: Random generator (consumed).
         wavelength_px: Wavelength of the coarsest octave, pixels.
-        octaves: Number of octaves, each half the wavelength and ~0.5 the weight of the previous.
+        octaves: Number of octaves, each half the wavelength and 0.3 times the weight of the previous.
 
     Returns:
         ``(rows, cols)`` float32 array.
@@ -84,7 +84,7 @@ def ridged_noise(shape: tuple[int, int], rng: np.random.Generator, *, wavelength
         n = fractal_noise(shape, rng, beta=2.0, min_wavelength_px=max(2.0, lam / 2.5), max_wavelength_px=lam * 2.0)
         out += weight * (1.0 - np.abs(np.tanh(n))) ** 2
         total += weight
-        weight *= 0.5
+        weight *= 0.3  # each octave a little smoother than self-similar: slopes stay alpine, not vertical
         lam /= 2.0
     return out / total
 
@@ -141,13 +141,13 @@ class Terrain:
 def scaled_elevation_range(region: Region, extent_m: float) -> tuple[float, float]:
     """Elevation range for a scene ``extent_m`` across: the preset's range, shrunk for small scenes.
 
-    Relief scales with the extent to the power 0.75 below the preset's default extent, and the reduced range is
+    Relief scales with the square root of the extent below the preset's default extent, and the reduced range is
     placed so that the equilibrium-line altitude keeps its relative position (glaciers keep both an accumulation
     and an ablation zone at every size).
     """
     lo, hi = region.elevation_range_m
     default_extent = region.default_size_px * PIXEL_M
-    relief = (hi - lo) * min(1.0, float((extent_m / default_extent) ** 0.75))
+    relief = (hi - lo) * min(1.0, float((extent_m / default_extent) ** 0.5))
     frac = (region.ela_m - lo) / (hi - lo)
     new_lo = region.ela_m - frac * relief
     return (float(new_lo), float(new_lo + relief))
@@ -243,16 +243,24 @@ def make_terrain(region: Region, shape: tuple[int, int], rng: np.random.Generato
         s = np.concatenate([[0.0], np.cumsum(seg)])
         t = s / s[-1]
         if line["kind"] == "trunk":
-            head = ela_rel + (1 - ela_rel) * rng.uniform(0.25, 0.45)
-            floor = head * (1 - t) ** (0.9 + 0.2 * steep)
-            half = floor_half_trunk * (1.0 + 0.9 * np.exp(-((t / 0.08) ** 2))) * rng.uniform(0.85, 1.15)
+            # Valley-floor gradient is physical (about 7 deg x steepness^0.5, concave long profile), independent of
+            # the scene size: small scenes get a short stretch of valley, not a miniature, steeper one.
+            head = ela_rel + (1 - ela_rel) * rng.uniform(0.15, 0.35)
+            # The floor always falls at least 600 m below the ELA (or to the lowest elevation), so that even a small
+            # scene holds a whole glacier system (steeper, as small glaciers are).
+            drop = min(head, max(s[-1] * np.tan(np.radians(7.0) * np.sqrt(steep)) / relief,
+                                 head - ela_rel + 600.0 / relief))
+            floor = head - drop * (1 - (1 - t) ** 1.3)
+            half = floor_half_trunk * (1.0 + 0.6 * np.exp(-((t / 0.08) ** 2))) * rng.uniform(0.85, 1.15)
         else:
             parent = lines[line["parent"]]
             j_floor = parent["floor"][line["junction"]]
             head = ela_rel + (1 - ela_rel) * rng.uniform(0.25, 0.5)
             step_up = rng.uniform(0.0, 0.03)
             floor = j_floor + step_up + (head - j_floor - step_up) * (1 - t) ** 1.2
-            half = 0.6 * floor_half_trunk * (1.0 + 0.9 * np.exp(-((t / 0.12) ** 2))) * rng.uniform(0.85, 1.15)
+            half = 0.6 * floor_half_trunk * (1.0 + 0.6 * np.exp(-((t / 0.12) ** 2))) * rng.uniform(0.85, 1.15)
+        # The floor widens and narrows along the valley (rock bars, basins): +-25 % smooth modulation.
+        half = half * (1.0 + 0.25 * np.tanh(_smooth_path(rng, len(t), 1.0) * 2.0))
         line["floor"] = floor
         offsets.append(sum(len(p) for p in pt_xy))
         pt_xy.append(xy)
@@ -270,7 +278,7 @@ def make_terrain(region: Region, shape: tuple[int, int], rng: np.random.Generato
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     u_cell = (((xx + 0.5 - centre[0]) * ed[0] + (yy + 0.5 - centre[1]) * ed[1]) - u0) / (u1 - u0)
     del yy, xx
-    ridge = 1.0 - 0.5 * np.clip(u_cell, 0, 1) ** 1.2
+    ridge = 0.8 - 0.4 * np.clip(u_cell, 0, 1) ** 1.2
     ridge += 0.10 * fractal_noise(shape, rng, beta=3.5, min_wavelength_px=20)
     wall_scale = max(valley_spacing_m / 2 - floor_half_trunk, 4 * PIXEL_M)
     p = 0.85 / steep
@@ -311,7 +319,7 @@ def make_terrain(region: Region, shape: tuple[int, int], rng: np.random.Generato
     x = np.clip((dist_m - pt_half_all[nearest] + np.maximum(warp, -0.3 * pt_half_all[nearest])) / wall_scale, 0, None)
     prof = np.minimum(x, 1.0) ** p
     wav = max(30.0, valley_spacing_m / PIXEL_M * 0.5)
-    rel += 0.22 * steep * (ridged_noise(shape, rng, wavelength_px=wav) - 0.3) * np.sqrt(prof)
+    rel += 0.12 * steep * (ridged_noise(shape, rng, wavelength_px=wav) - 0.2) * np.sqrt(prof)
     rel += 0.004 * fractal_noise(shape, rng, beta=2.5, min_wavelength_px=3) * (1 - prof)
     rel = rel.astype(np.float32)
 
