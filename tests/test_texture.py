@@ -277,3 +277,31 @@ def test_cli_texture(make_raster, tmp_path, capsys):
         np.testing.assert_array_equal(ds.read(), expected)
     assert main(["texture", str(tmp_path / "nope.tif"), str(dst)]) == 1
     assert "nope.tif" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_real_landsat_band_matches_skimage(realdata, tmp_path):
+    """Landsat 7 NIR over Khumbu (debris-covered glaciers, saturated snow): file output vs skimage per window."""
+    path = realdata / "geoutils-data/data/Everest_Landsat/LE71400412000304SGS00_B4_cropped.tif"
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    out = texture_file(path, tmp_path / "tex.tif", levels=32, progress=False)
+    with rasterio.open(out) as ds:
+        tex = ds.read()
+    q = quantize(data, 32)  # uint8 DN 15-255 are not in [0, 32): scaled between the 2nd/98th percentiles
+    lo, hi = np.percentile(data, [2, 98])
+    np.testing.assert_array_equal(q, np.clip(np.floor((data - lo) / (hi - lo) * 32), 0, 31))
+    rng = np.random.default_rng(0)
+    r = 3
+    ys = rng.integers(r, data.shape[0] - r, 300)
+    xs = rng.integers(r, data.shape[1] - r, 300)
+    windows = np.lib.stride_tricks.sliding_window_view(q, (7, 7))
+    flat = np.argwhere(np.ptp(windows, axis=(2, 3)) == 0)[:20] + r  # saturated snow: constant windows
+    assert len(flat) > 0
+    ys, xs = np.concatenate([ys, flat[:, 0]]), np.concatenate([xs, flat[:, 1]])
+    rad = np.deg2rad([0, 45, 90, 135])
+    for y, x in zip(ys, xs, strict=True):
+        P = graycomatrix(q[y - r : y + r + 1, x - r : x + r + 1], [1], rad, 32, symmetric=True, normed=True)
+        ref = [graycoprops(P, name).mean() for name in ALL_FEATURES]
+        np.testing.assert_allclose(tex[:, y, x], ref, rtol=1e-5, atol=1e-6, err_msg=f"window at {(y, x)}")
+    assert (tex[ALL_FEATURES.index("correlation"), flat[:, 0], flat[:, 1]] == 1.0).all()
