@@ -1,0 +1,566 @@
+"""The trivial baseline of the model comparison, and tile-wise scoring that puts it and the CNNs on one footing.
+
+The question a reader should ask of any segmentation network is whether it beats something simple. Here the
+simple thing is **a per-pixel classifier on the Sentinel-2 bands alone** (:func:`pixel_classifier`): a
+scikit-learn random forest (or a multinomial logistic regression) that sees each pixel's ten reflectances and
+nothing of its neighbourhood, terrain, radar or texture. It is trained on a pixel sample of the **training tiles of
+the CNN's own spatial split** (``RUN/split.json``) and scored on **exactly the same test tiles** as
+:func:`cryonet.train.evaluate` scores the CNN (:func:`evaluate_pixel_classifier`): same windows, same nodata rule
+(:func:`cryonet.datasets.invalid_pixels`: label 255 or more than half of the layers NaN), one confusion matrix per
+tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
+Overlapping test tiles count their shared pixels once per tile, as in :func:`cryonet.train.evaluate`.
+
+The same scoring loop (:func:`score_tiles`) takes any batch predictor, so a trained CNN run can be scored tile by
+tile too (:func:`score_run`): that gives the per-tile confusion matrices from which per-class bootstrap intervals
+(:func:`class_intervals`) are computed for every model, and its summed matrix equals the one
+:func:`cryonet.train.evaluate` writes (same tiles, same batches, same model).
+
+Layers are chosen by family (``groups``, names of :data:`cryonet.constants.LAYER_GROUPS`) from the stack's sidecar
+table ``STACK.layers.csv`` (column ``group``), so the baseline can also be fitted on other families for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from rasterio.windows import Window
+
+from cryonet import metrics
+from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
+from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels, read_layer_table, sidecar_path
+from cryonet.raster import open_raster
+
+logger = logging.getLogger(__name__)
+
+#: Estimators :func:`pixel_classifier` can fit.
+ESTIMATORS: tuple[str, ...] = ("random_forest", "logistic")
+#: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
+CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
+
+EstimatorName = Literal["random_forest", "logistic"]
+#: A batch predictor: ``(N, layers, rows, cols)`` float32 in physical units (NaN = missing) -> ``(N, rows, cols)``
+#: class ids.
+BatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# layers and splits
+# --------------------------------------------------------------------------------------------------------------------
+def select_layers(stack_path: str | os.PathLike[str], groups: Sequence[str]) -> tuple[list[str], list[int]]:
+    """Names and 1-based band indexes of the stack layers that belong to ``groups``, in band order.
+
+    Args:
+        stack_path: Feature stack with a sidecar ``STACK.layers.csv`` (columns ``layer``, ``group``).
+        groups: Family names, each one of :data:`cryonet.constants.LAYER_GROUPS`.
+
+    Returns:
+        ``(names, band_indexes)``.
+
+    Raises:
+        ValueError: An unknown group name.
+        DatasetError: No sidecar with a ``group`` column, a sidecar that does not match the stack's band count, or
+            no layer of the requested groups in the stack.
+    """
+    groups = tuple(groups)
+    unknown = [g for g in groups if g not in LAYER_GROUPS]
+    if unknown or not groups:
+        raise ValueError(f"unknown layer group(s) {unknown or groups}; expected a non-empty subset of {LAYER_GROUPS}")
+    table = read_layer_table(stack_path)
+    side = sidecar_path(stack_path)
+    if not table or "group" not in table[0]:
+        raise DatasetError(
+            f"{side}: expected the layer table of the stack with a 'group' column, found "
+            f"{'no file' if not table else list(table[0])}. Rebuild the stack with `cryonet stack` "
+            "(cryonet.features.stack.build_stack writes it)."
+        )
+    with open_raster(stack_path) as src:
+        count = src.count
+    if len(table) != count:
+        raise DatasetError(f"{side}: {len(table)} rows but the stack {stack_path} has {count} bands; rebuild it.")
+    chosen = [(i + 1, row["layer"]) for i, row in enumerate(table) if row["group"] in groups]
+    if not chosen:
+        found = sorted({row["group"] for row in table})
+        raise DatasetError(f"{stack_path}: no layer of the groups {list(groups)}; its groups are {found}.")
+    return [name for _, name in chosen], [i for i, _ in chosen]
+
+
+def load_split(split: Split | str | os.PathLike[str]) -> Split:
+    """A :class:`~cryonet.datasets.Split` from itself, its ``split.json`` or a run directory holding one."""
+    if isinstance(split, Split):
+        return split
+    path = Path(split)
+    return Split.load(path / "split.json" if path.is_dir() else path)
+
+
+def _read_tile(s_src: Any, l_src: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """All layers ``(layers, rows, cols)`` float32 and the labels ``(rows, cols)`` int64 of one tile, with the
+    training pipeline's nodata rule applied to the labels (255 where :func:`invalid_pixels`)."""
+    x = s_src.read(window=tile.window, out_dtype="float32")
+    y = l_src.read(1, window=tile.window).astype(np.int64)
+    y[invalid_pixels(x, y)] = LABEL_NODATA
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the per-pixel classifier
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class PixelClassifier:
+    """A fitted per-pixel classifier and what it was fitted on.
+
+    Attributes:
+        estimator: The fitted scikit-learn pipeline (median imputation of NaN, then the classifier).
+        kind: ``"random_forest"`` or ``"logistic"``.
+        groups: Layer families it sees.
+        layers: Names of the layers it sees, in stack order.
+        band_indexes: 1-based band indexes of those layers in the stack.
+        n_train_pixels: Pixels it was fitted on.
+        train_class_pixels: Pixels per class in the training sample, ``(classes,)``.
+        seconds_fit: Wall time of the fit, seconds.
+        seed: Seed of the pixel sample and the estimator.
+        params: The estimator's settings, for tables.
+    """
+
+    estimator: Any
+    kind: str
+    groups: tuple[str, ...]
+    layers: list[str]
+    band_indexes: list[int]
+    n_train_pixels: int
+    train_class_pixels: np.ndarray
+    seconds_fit: float
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Short label for tables, e.g. ``"pixel RF (s2)"``."""
+        short = {"random_forest": "RF", "logistic": "logistic"}.get(self.kind, self.kind)
+        return f"pixel {short} ({'+'.join(self.groups)})"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Classify every pixel of a stack array.
+
+        Args:
+            x: ``(layers, rows, cols)`` or ``(N, layers, rows, cols)`` float, **all** layers of the stack in band
+                order (physical units, NaN = missing); the classifier picks its own.
+
+        Returns:
+            ``(rows, cols)`` or ``(N, rows, cols)`` uint8 class ids.
+        """
+        arr = np.asarray(x, dtype=np.float32)
+        single = arr.ndim == 3
+        if single:
+            arr = arr[None]
+        if arr.ndim != 4:
+            raise ValueError(f"expected (layers, rows, cols) or (N, layers, rows, cols), got shape {arr.shape}")
+        if max(self.band_indexes) > arr.shape[1]:
+            raise ValueError(f"the classifier reads band {max(self.band_indexes)} but x has {arr.shape[1]} layers")
+        sel = arr[:, [i - 1 for i in self.band_indexes]]  # (N, k, rows, cols)
+        n, k, rows, cols = sel.shape
+        feats = sel.transpose(0, 2, 3, 1).reshape(-1, k)
+        pred = self.estimator.predict(feats).astype(np.uint8).reshape(n, rows, cols)
+        return pred[0] if single else pred
+
+    def predict_window(self, stack_path: str | os.PathLike[str], window: Window | None = None) -> np.ndarray:
+        """Classify a window of a stack; pixels whose layers are mostly NaN get 255.
+
+        Args:
+            stack_path: Feature stack (same layers as at fit time).
+            window: Pixel window (default: the whole raster; memory ~ layers x pixels x 4 bytes).
+
+        Returns:
+            ``(rows, cols)`` uint8 class ids, 255 = no valid input.
+        """
+        with open_raster(stack_path) as src:
+            x = src.read(window=window, out_dtype="float32")
+        pred = self.predict(x)
+        pred[invalid_pixels(x, np.zeros(pred.shape, np.uint8))] = LABEL_NODATA
+        return pred
+
+
+def _make_estimator(kind: str, seed: int, n_jobs: int, **params: Any) -> tuple[Any, dict[str, Any]]:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "random_forest":
+        settings = {"n_estimators": 100, "max_depth": 16, "min_samples_leaf": 2, **params}
+        clf = RandomForestClassifier(class_weight="balanced", n_jobs=n_jobs, random_state=seed, **settings)
+        # keep_empty_features: a layer that is NaN in the whole sample keeps its column (predict sees the same width)
+        pipe = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), clf)
+    elif kind == "logistic":
+        settings = {"C": 1.0, "max_iter": 500, **params}
+        clf = LogisticRegression(class_weight="balanced", random_state=seed, **settings)
+        pipe = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), clf)
+    else:
+        raise ValueError(f"unknown estimator {kind!r}; expected one of {ESTIMATORS}")
+    return pipe, {"class_weight": "balanced", **settings}
+
+
+def sample_training_pixels(
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    tiles: Sequence[Tile],
+    band_indexes: Sequence[int],
+    *,
+    max_pixels: int = 200_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random sample of the valid pixels of some tiles, each pixel at most once.
+
+    Every tile contributes up to ``ceil(max_pixels / len(tiles))`` random valid pixels; pixels drawn from two
+    overlapping tiles are kept once (by their position in the raster), and the pooled sample is cut to
+    ``max_pixels`` at random.
+
+    Args:
+        stack_path: Feature stack.
+        labels_path: Label raster on its grid.
+        tiles: Tiles to sample (the training tiles of a split).
+        band_indexes: 1-based bands to return.
+        max_pixels: Largest sample.
+        seed: Seed of the draws.
+        progress: Show a tqdm bar.
+
+    Returns:
+        ``(features, labels)``: ``(n, len(band_indexes))`` float32 and ``(n,)`` uint8, ``n <= max_pixels``.
+
+    Raises:
+        DatasetError: No tiles, or no valid pixel in them.
+    """
+    from tqdm.auto import tqdm
+
+    if not tiles:
+        raise DatasetError(f"{stack_path}: no tiles to sample training pixels from.")
+    grid = check_pair(stack_path, labels_path)
+    rng = np.random.default_rng(seed)
+    per_tile = max(1, math.ceil(max_pixels / len(tiles)))
+    bands = [i - 1 for i in band_indexes]
+    feats, labs, where = [], [], []
+    with open_raster(stack_path) as s_src, open_raster(labels_path) as l_src:
+        for tile in tqdm(tiles, desc="sampling pixels", disable=not progress, leave=False):
+            x, y = _read_tile(s_src, l_src, tile)
+            valid = np.flatnonzero(y.ravel() != LABEL_NODATA)
+            if valid.size == 0:
+                continue
+            take = np.sort(rng.choice(valid, size=min(per_tile, valid.size), replace=False))
+            rr, cc = np.divmod(take, tile.size)
+            feats.append(x[bands].reshape(len(bands), -1)[:, take].T)
+            labs.append(y.ravel()[take].astype(np.uint8))
+            where.append((tile.row + rr) * grid.width + (tile.col + cc))
+    if not feats:
+        raise DatasetError(f"{stack_path}: the {len(tiles)} tiles hold no valid labelled pixel to train on.")
+    f, lab, pos = np.concatenate(feats), np.concatenate(labs), np.concatenate(where)
+    _, first = np.unique(pos, return_index=True)  # a pixel shared by overlapping tiles counts once
+    keep = np.sort(first)
+    if keep.size > max_pixels:
+        keep = np.sort(rng.choice(keep, size=max_pixels, replace=False))
+    return f[keep], lab[keep]
+
+
+def pixel_classifier(
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    split: Split | str | os.PathLike[str],
+    *,
+    groups: Sequence[str] = ("s2",),
+    max_pixels: int = 200_000,
+    seed: int = 0,
+    estimator: EstimatorName = "random_forest",
+    n_jobs: int = 2,
+    progress: bool = True,
+    **params: Any,
+) -> PixelClassifier:
+    """Fit the per-pixel baseline on the training tiles of a split.
+
+    Args:
+        stack_path: Feature stack (with its sidecar layer table).
+        labels_path: Label raster on the stack's grid (0..3, 255 = nodata).
+        split: The CNN run's split: a :class:`~cryonet.datasets.Split`, its ``split.json`` or the run directory.
+        groups: Layer families the classifier sees (default: the Sentinel-2 bands alone).
+        max_pixels: Size of the training pixel sample (:func:`sample_training_pixels`).
+        seed: Seed of the sample and of the estimator (same seed, same classifier).
+        estimator: ``"random_forest"`` (``RandomForestClassifier``: 100 trees, depth <= 16, at least 2 pixels per
+            leaf, balanced class weights) or ``"logistic"`` (standardised multinomial logistic regression,
+            balanced class weights). NaN values are replaced by the training sample's median first.
+        n_jobs: Worker threads of the random forest.
+        progress: Show a tqdm bar.
+        **params: Estimator settings replacing the defaults (e.g. ``n_estimators=50``).
+
+    Returns:
+        The fitted :class:`PixelClassifier`.
+    """
+    sp = load_split(split)
+    names, bands = select_layers(stack_path, groups)
+    t0 = time.perf_counter()
+    x, y = sample_training_pixels(stack_path, labels_path, sp.get("train"), bands, max_pixels=max_pixels,
+                                  seed=seed, progress=progress)
+    pipe, settings = _make_estimator(estimator, seed, n_jobs, **params)
+    pipe.fit(x, y)
+    seconds = time.perf_counter() - t0
+    counts = np.bincount(y, minlength=len(CLASSES))[: len(CLASSES)]
+    logger.info("pixel classifier %s on %s: %d pixels, %.1f s", estimator, list(groups), len(y), seconds)
+    return PixelClassifier(pipe, estimator, tuple(groups), names, bands, int(len(y)), counts, seconds, seed,
+                           {**settings, "max_pixels": max_pixels})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# tile-wise scoring (pixel classifier and CNN runs alike)
+# --------------------------------------------------------------------------------------------------------------------
+def score_tiles(
+    predict: BatchPredictor,
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    tiles: Sequence[Tile],
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "scoring tiles",
+) -> tuple[np.ndarray, float]:
+    """One confusion matrix per tile of a predictor's output against the labels.
+
+    Tiles are read in the given order and passed to ``predict`` in batches of ``batch_size``; pixels with label 255
+    or mostly NaN layers (:func:`cryonet.datasets.invalid_pixels`) are not counted.
+
+    Args:
+        predict: Batch predictor (see :data:`BatchPredictor`).
+        stack_path: Feature stack.
+        labels_path: Label raster on its grid.
+        tiles: The tiles to score (e.g. ``split.get("test")``).
+        batch_size: Tiles per call of ``predict``.
+        progress: Show a tqdm bar.
+        desc: Label of the bar.
+
+    Returns:
+        ``(cms, seconds)``: ``(T, C, C)`` int64 matrices (rows = reference) and the seconds spent in ``predict``.
+    """
+    from tqdm.auto import tqdm
+
+    if not tiles:
+        raise ValueError(f"{stack_path}: no tiles to score.")
+    check_pair(stack_path, labels_path)
+    cms: list[np.ndarray] = []
+    seconds = 0.0
+    with open_raster(stack_path) as s_src, open_raster(labels_path) as l_src:
+        starts = range(0, len(tiles), batch_size)
+        for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+            pairs = [_read_tile(s_src, l_src, t) for t in tiles[start : start + batch_size]]
+            xb = np.stack([p[0] for p in pairs])
+            t0 = time.perf_counter()
+            pred = np.asarray(predict(xb))
+            seconds += time.perf_counter() - t0
+            for (_, y), p in zip(pairs, pred, strict=True):
+                cms.append(metrics.confusion_matrix(y, p, num_classes=len(CLASSES)))
+    return np.stack(cms), seconds
+
+
+def model_predictor(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[BatchPredictor, dict[str, Any]]:
+    """A batch predictor of a trained run's best model, as :func:`cryonet.train.evaluate` applies it.
+
+    The run's normalisation turns NaN into 0 after standardising; on CUDA the forward pass runs under float16
+    autocast, as in the evaluation.
+
+    Returns:
+        ``(predict, meta)`` with ``meta`` from :func:`cryonet.train.load_model`.
+    """
+    import torch
+
+    from cryonet.train import load_model, resolve_device
+
+    dev = resolve_device(device)
+    model, norm, meta = load_model(run_dir, device=dev)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        xb = torch.from_numpy(np.stack([norm.apply(xi) for xi in x])).to(dev)
+        with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+            return model(xb).float().argmax(1).cpu().numpy()
+
+    return predict, meta
+
+
+def _result(cms: np.ndarray, *, n_boot: int, alpha: float, seed: int, **info: Any) -> dict[str, Any]:
+    cm = cms.sum(axis=0)
+    ci = {}
+    for key in ("miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier",
+                "mean_precision_glacier", "mean_recall_glacier"):
+        est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha,
+                                           seed=seed)
+        ci[key] = {"estimate": est, "low": lo, "high": hi}
+    return {
+        **info,
+        "n_tiles": int(cms.shape[0]),
+        "summary": metrics.summary(cm),
+        "classes": metrics.class_metrics(cm),
+        "class_ci": class_intervals(cms, n_boot=n_boot, alpha=alpha, seed=seed),
+        "ci": ci,
+        "ci_level": 1 - alpha,
+        "confusion_matrix": cm,
+        "cm_tiles": cms,
+    }
+
+
+def evaluate_pixel_classifier(
+    clf: PixelClassifier,
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    split: Split | str | os.PathLike[str],
+    split_name: str = "test",
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the pixel classifier on one split's tiles, the same tiles the CNN evaluation uses.
+
+    Args:
+        clf: The fitted classifier.
+        stack_path: Feature stack.
+        labels_path: Label raster.
+        split: The CNN run's split (object, ``split.json`` or run directory).
+        split_name: ``"test"``, ``"val"`` or ``"train"``.
+        n_boot: Bootstrap replicates (tiles resampled with replacement).
+        alpha: Two-sided level of the intervals (0.05: 95 %).
+        seed: Seed of the bootstrap.
+        progress: Show a tqdm bar.
+
+    Returns:
+        Dict with ``model`` (the classifier's name), ``split``, ``tiles`` (the scored tiles), ``n_tiles``,
+        ``summary`` (:func:`cryonet.metrics.summary`), ``classes`` (:func:`cryonet.metrics.class_metrics` table),
+        ``class_ci`` (:func:`class_intervals`), ``ci`` (summary metric -> estimate, low, high),
+        ``confusion_matrix`` ``(C, C)``, ``cm_tiles`` ``(T, C, C)`` and ``seconds_predict``.
+    """
+    sp = load_split(split)
+    tiles = sp.get(split_name)
+    cms, seconds = score_tiles(clf.predict, stack_path, labels_path, tiles, batch_size=16, progress=progress,
+                               desc=f"scoring {clf.name} on {split_name}")
+    return _result(cms, n_boot=n_boot, alpha=alpha, seed=seed, model=clf.name, split=split_name, tiles=list(tiles),
+                   seconds_predict=seconds)
+
+
+def score_run(
+    run_dir: str | os.PathLike[str],
+    split_name: str = "test",
+    *,
+    stack_path: str | os.PathLike[str] | None = None,
+    labels_path: str | os.PathLike[str] | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a trained CNN run tile by tile on one split of its own ``split.json`` (see :func:`score_tiles`).
+
+    Same tiles, batches (the run's ``batch_size``) and nodata rule as :func:`cryonet.train.evaluate`, so the summed
+    confusion matrix is the one ``evaluate`` reports; in addition the per-tile matrices are returned, for per-class
+    bootstrap intervals. The bootstrap seed is the run's seed, as in ``evaluate``.
+
+    Returns:
+        The dict of :func:`evaluate_pixel_classifier`, with ``model`` the run's model name and ``encoder`` added.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else None
+    if info is None:
+        raise DatasetError(f"{run_dir}: not a run directory (no run.json); train it first with cryonet.train.train.")
+    stack = Path(stack_path) if stack_path is not None else Path(info["stack"])
+    labels = Path(labels_path) if labels_path is not None else Path(info["labels"])
+    predict, meta = model_predictor(run_dir, device=device)
+    prof = meta.get("profile", {})
+    tiles = load_split(run_dir).get(split_name)
+    cms, seconds = score_tiles(predict, stack, labels, tiles, batch_size=int(prof.get("batch_size", 8)),
+                               progress=progress, desc=f"scoring {meta['model']} on {split_name}")
+    return _result(cms, n_boot=n_boot, alpha=alpha, seed=int(prof.get("seed", 0)), model=meta["model"],
+                   encoder=meta["encoder"], split=split_name, tiles=list(tiles), seconds_predict=seconds)
+
+
+def class_intervals(
+    cms_per_tile: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    class_names: Sequence[str] = CLASSES,
+) -> pd.DataFrame:
+    """Per-class IoU, precision, recall and F1 with percentile bootstrap intervals over tiles.
+
+    The replicates are those of :func:`cryonet.metrics.bootstrap_ci` with the same ``seed`` (one multinomial draw of
+    tile multiplicities, ``(n_boot, T)``), so an interval here equals ``bootstrap_ci`` of the same score. Written
+    out rather than calling ``bootstrap_ci`` 16 times because :func:`cryonet.metrics.per_class` scores all
+    replicate matrices ``(n_boot, C, C)`` in one vectorised call.
+
+    Args:
+        cms_per_tile: ``(T, C, C)`` confusion matrices.
+        n_boot: Replicates.
+        alpha: Two-sided level.
+        seed: Seed of the resampling.
+        class_names: Class names in label order.
+
+    Returns:
+        DataFrame indexed by class, columns ``<score>``, ``<score>_low``, ``<score>_high`` for each of
+        :data:`CLASS_SCORES` (NaN where a class is absent from every replicate).
+    """
+    cms = np.asarray(cms_per_tile, dtype=np.int64)
+    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1 or cms.shape[1] != len(class_names):
+        raise ValueError(f"cms_per_tile must have shape (T, {len(class_names)}, {len(class_names)}), got {cms.shape}")
+    n_tiles = cms.shape[0]
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
+    boot = metrics.per_class(np.tensordot(counts, cms, axes=(1, 0)))  # arrays (n_boot, C)
+    point = metrics.per_class(cms.sum(axis=0))
+    out: dict[str, np.ndarray] = {}
+    for score in CLASS_SCORES:
+        values = boot[score]
+        low = np.full(len(class_names), np.nan)
+        high = np.full(len(class_names), np.nan)
+        for k in range(len(class_names)):
+            v = values[:, k][~np.isnan(values[:, k])]
+            if v.size:
+                low[k], high[k] = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
+    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
+
+
+def comparison_table(
+    results: dict[str, dict[str, Any]],
+    *,
+    classes: Sequence[str] = CLASSES,
+    scores: Sequence[str] = CLASS_SCORES,
+    digits: int = 3,
+) -> pd.DataFrame:
+    """Per-class scores of several models side by side, each as ``"estimate [low, high]"``.
+
+    Args:
+        results: Model label -> a dict of :func:`score_run` or :func:`evaluate_pixel_classifier`.
+        classes: Classes (rows) to show.
+        scores: Scores (columns) to show, from :data:`CLASS_SCORES`.
+        digits: Decimals.
+
+    Returns:
+        DataFrame indexed by ``(model, class)``, one string column per score.
+    """
+    def fmt(v: float, lo: float, hi: float) -> str:
+        if not np.isfinite(v):
+            return "n/a"
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    rows = []
+    for label, res in results.items():
+        ci = res["class_ci"]
+        for c in classes:
+            rows.append({"model": label, "class": c,
+                         **{s: fmt(ci.loc[c, s], ci.loc[c, f"{s}_low"], ci.loc[c, f"{s}_high"]) for s in scores}})
+    return pd.DataFrame(rows).set_index(["model", "class"])

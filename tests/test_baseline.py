@@ -1,0 +1,179 @@
+"""The per-pixel baseline: layer selection by family, learning from one layer, chance without signal, the exact
+test tiles of the split, determinism, per-class bootstrap intervals, and tile scoring of a CNN run = evaluate."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from cryonet import baseline as B
+from cryonet import metrics
+from cryonet.constants import LABEL_NODATA
+from cryonet.datasets import DatasetError, Split, invalid_pixels, scan_tiles
+from cryonet.raster import Grid, open_raster, write_raster
+
+SIZE, TILE = 64, 16
+LAYERS = [("B2", "s2"), ("B3", "s2"), ("slope", "terrain"), ("coherence", "insar")]
+
+
+def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
+    """64 x 64 px: four classes in 4 px stripes (every 16 px tile holds all four); B2 = class / 4 + small noise
+    (classes separable by B2 alone), every other layer pure noise; a NaN row, a nodata label column."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:SIZE, 0:SIZE]
+    lab = (((rr // 4) + (cc // 4)) % 4).astype(np.uint8)
+    lab[:, -1] = LABEL_NODATA
+    b2 = lab.astype(np.float32) / 4 + rng.normal(0, 0.02, lab.shape)
+    noise = rng.normal(0.3, 0.1, (3, SIZE, SIZE))
+    stack = np.concatenate([b2[None], noise]).astype(np.float32)
+    stack[:, 0, :] = np.nan  # first row: every layer missing -> nodata
+    grid = Grid(CRS.from_epsg(32645), Affine(10, 0, 500_000.0, 0, -10, 3_130_000.0), SIZE, SIZE)
+    sp = write_raster(root / "stack.tif", stack, grid, nodata=float("nan"), descriptions=[n for n, _ in LAYERS])
+    with open(root / "stack.layers.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["layer", "group", "units", "source", "band"])
+        for i, (name, group) in enumerate(LAYERS, start=1):
+            w.writerow([name, group, "", "test", i])
+    lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
+    tiles = scan_tiles(sp, lp, TILE, TILE, progress=False)
+    # a hand-made split: the right-hand column of tiles is the test set, one tile validation, the rest training
+    test = [t for t in tiles if t.col == SIZE - TILE]
+    val = [t for t in tiles if t.col == 0 and t.row == 0]
+    train = [t for t in tiles if t not in test and t not in val]
+    split = Split({"train": train, "val": val, "test": test}, {}, {"tile_size": TILE}, grid.crs.to_wkt(),
+                  tuple(grid.transform)[:6], (SIZE, SIZE))
+    return sp, lp, split
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return _write_stack(tmp_path_factory.mktemp("pix"))
+
+
+def test_select_layers_by_group(scene):
+    sp, _, _ = scene
+    assert B.select_layers(sp, ["s2"]) == (["B2", "B3"], [1, 2])
+    assert B.select_layers(sp, ["insar", "terrain"]) == (["slope", "coherence"], [3, 4])
+    with pytest.raises(ValueError, match="unknown layer group"):
+        B.select_layers(sp, ["optics"])
+    with pytest.raises(DatasetError, match="no layer of the groups"):
+        B.select_layers(sp, ["texture"])
+    (sp.parent / "stack.layers.csv").rename(sp.parent / "moved.csv")
+    try:
+        with pytest.raises(DatasetError, match=r"stack\.layers\.csv.*group"):
+            B.select_layers(sp, ["s2"])
+    finally:
+        (sp.parent / "moved.csv").rename(sp.parent / "stack.layers.csv")
+
+
+@pytest.mark.parametrize("estimator", B.ESTIMATORS)
+def test_separable_by_one_layer_gives_iou_near_one(scene, estimator):
+    sp, lp, split = scene
+    clf = B.pixel_classifier(sp, lp, split, groups=("s2",), max_pixels=3000, estimator=estimator, progress=False,
+                             **({"n_estimators": 20} if estimator == "random_forest" else {}))
+    assert clf.layers == ["B2", "B3"] and clf.n_train_pixels <= 3000
+    res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=200, progress=False)
+    ious = res["classes"]["iou"].to_numpy()
+    assert ious.min() > 0.97, res["classes"]
+    assert res["summary"]["miou_all"] > 0.97
+    assert res["class_ci"].loc["debris", "iou_low"] > 0.9
+
+
+def test_groups_without_signal_are_near_chance(scene):
+    sp, lp, split = scene
+    clf = B.pixel_classifier(sp, lp, split, groups=("terrain", "insar"), max_pixels=3000, n_estimators=20,
+                             progress=False)
+    res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=50, progress=False)
+    # four balanced classes guessed at random: accuracy ~0.25, IoU ~0.14 per class
+    assert res["summary"]["pixel_accuracy"] < 0.4
+    assert res["summary"]["miou_all"] < 0.3
+
+
+def test_scores_exactly_the_test_tiles_of_the_split(scene):
+    sp, lp, split = scene
+    clf = B.pixel_classifier(sp, lp, split, max_pixels=2000, n_estimators=10, progress=False)
+    res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=20, progress=False)
+    assert res["tiles"] == split.get("test") and res["n_tiles"] == len(split.get("test")) == 4
+    # independent reference: scikit-learn's confusion matrix of each test window, nodata rule applied by hand
+    expected = np.zeros((4, 4), np.int64)
+    with open_raster(sp) as s, open_raster(lp) as lab:
+        for t in split.get("test"):
+            x = s.read(window=t.window)
+            y = lab.read(1, window=t.window)
+            keep = ~invalid_pixels(x, y)
+            feats = x[:2].reshape(2, -1).T[keep.ravel()]
+            expected += sk_confusion_matrix(y[keep], clf.estimator.predict(feats), labels=[0, 1, 2, 3])
+    np.testing.assert_array_equal(res["confusion_matrix"], expected)
+    np.testing.assert_array_equal(res["cm_tiles"].sum(axis=0), expected)
+    # test tiles: 4 tiles of 16 x 16, first row NaN (16 px) and last label column nodata (64 px, 1 shared)
+    assert expected.sum() == 4 * TILE * TILE - TILE - SIZE + 1
+    # the training sample never touches a test tile
+    test_cols = {t.col for t in split.get("test")}
+    assert all(t.col not in test_cols for t in split.get("train"))
+
+
+def test_deterministic_with_a_seed(scene):
+    sp, lp, split = scene
+    kw = dict(groups=("s2", "terrain"), max_pixels=1500, n_estimators=15, progress=False)
+    a = B.pixel_classifier(sp, lp, split, seed=3, **kw)
+    b = B.pixel_classifier(sp, lp, split, seed=3, **kw)
+    with open_raster(sp) as s:
+        x = s.read()
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    xa, ya = B.sample_training_pixels(sp, lp, split.get("train"), [1, 3], max_pixels=500, seed=3, progress=False)
+    xb, yb = B.sample_training_pixels(sp, lp, split.get("train"), [1, 3], max_pixels=500, seed=3, progress=False)
+    xc, _ = B.sample_training_pixels(sp, lp, split.get("train"), [1, 3], max_pixels=500, seed=4, progress=False)
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(xa, xc)
+    assert len(np.unique(xa[:, 0])) == len(xa)  # no pixel drawn twice
+
+
+def test_predict_window_marks_nodata(scene):
+    sp, lp, split = scene
+    clf = B.pixel_classifier(sp, lp, split, max_pixels=2000, n_estimators=10, progress=False)
+    pred = clf.predict_window(sp)
+    assert pred.shape == (SIZE, SIZE) and (pred[0] == LABEL_NODATA).all()
+    with open_raster(lp) as src:
+        lab = src.read(1)
+    ok = lab[1:, :-1]
+    assert (pred[1:, :-1] == ok).mean() > 0.97
+
+
+def test_class_intervals_match_bootstrap_ci():
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, (12, 4, 4))
+    cms[:, 3, :] = 0
+    cms[:, :, 3] = 0  # class 3 absent everywhere: NaN
+    table = B.class_intervals(cms, n_boot=300, seed=5)
+    for k, name in enumerate(["background", "clean_ice", "debris"]):
+        for score in ("iou", "f1"):
+            est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=k, s=score: metrics.per_class(m)[s][k], n_boot=300,
+                                               seed=5)
+            assert table.loc[name, score] == pytest.approx(est)
+            assert (table.loc[name, f"{score}_low"], table.loc[name, f"{score}_high"]) == pytest.approx((lo, hi))
+    assert np.isnan(table.loc["lake", "iou"]) and np.isnan(table.loc["lake", "iou_low"])
+    text = B.comparison_table({"m": {"class_ci": table}}, classes=["debris", "lake"])
+    assert text.loc[("m", "lake"), "iou"] == "n/a" and text.loc[("m", "debris"), "iou"].count("[") == 1
+
+
+@pytest.mark.slow
+def test_score_run_reproduces_evaluate(tmp_path):
+    from cryonet import train as T
+    from test_datasets import write_twin
+
+    sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
+    run = tmp_path / "run"
+    T.train(sp, lp, run, model="unet", profile="ci", progress=False, tile_size=32, tile_stride=16, epochs=1,
+            batch_size=4, max_train_tiles=None, split={"block_size_m": 640.0, "buffer_m": 0.0})
+    ev = T.evaluate(run, "test", n_boot=50, progress=False)
+    res = B.score_run(run, "test", n_boot=50, progress=False)
+    np.testing.assert_array_equal(res["confusion_matrix"], np.asarray(ev["confusion_matrix"]))
+    assert res["n_tiles"] == ev["n_tiles"] and res["model"] == "unet" and res["encoder"] == "resnet18"
+    assert res["ci"]["miou_glacier"]["low"] == pytest.approx(ev["ci"]["miou_glacier"]["low"])
