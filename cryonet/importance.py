@@ -7,9 +7,9 @@ sidecar ``STACK.layers.csv``, :func:`cryonet.features.stack.read_layer_table`):
 evaluation tiles of its run's saved split (the baseline), then again after the layers of one group have been
 permuted, ``repeats`` times per group; the importance is the drop of the metric. The permutation is *joint* and
 *pooled*: one random permutation of the evaluated pixels (all tiles together; nodata pixels,
-:func:`cryonet.datasets.invalid_pixels`, are neither moved nor scored) is applied to every layer of the group. A pixel's group values thus move
-together, so the group's joint distribution and its within-group correlation (e.g. the ten Sentinel-2 bands)
-are kept, while its relation to the labels, to the other groups and to its spatial neighbourhood is broken.
+:func:`cryonet.datasets.invalid_pixels`, are neither moved nor scored) is applied to every layer of the group.
+A pixel's group values thus move together, so the group's joint distribution and its within-group correlation
+(e.g. the ten Sentinel-2 bands) are kept, while its relation to the labels, to the other groups and to its spatial neighbourhood is broken.
 Permuting layers one by one would instead create impossible combinations (a pixel bright in B3 and dark in B4)
 and, for correlated layers, understate the group's importance because the others still carry the signal. The
 permutation is drawn in physical units, before normalisation, so permuted values are values that occur.
