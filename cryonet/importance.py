@@ -9,11 +9,12 @@ permuted, ``repeats`` times per group; the importance is the drop of the metric.
 *pooled*: one random permutation of the evaluated pixels (all tiles together; nodata pixels,
 :func:`cryonet.datasets.invalid_pixels`, are neither moved nor scored) is applied to every layer of the group.
 A pixel's group values thus move together, so the group's joint distribution and its within-group correlation
-(e.g. the ten Sentinel-2 bands) are kept, while its relation to the labels, to the other groups and to its spatial neighbourhood is broken.
-Permuting layers one by one would instead create impossible combinations (a pixel bright in B3 and dark in B4)
-and, for correlated layers, understate the group's importance because the others still carry the signal. The
-permutation is drawn in physical units, before normalisation, so permuted values are values that occur.
-Pooling over all tiles (rather than within each tile) also removes between-tile information.
+(e.g. the ten Sentinel-2 bands) are kept, while its relation to the labels, to the other groups and to its
+spatial neighbourhood is broken. Permuting layers one by one would instead create impossible combinations (a
+pixel bright in B3 and dark in B4) and, for correlated layers, understate the group's importance because the
+others still carry the signal. The permutation is drawn in physical units, before normalisation, so permuted
+values are values that occur. Pooling over all tiles (rather than within each tile) also removes between-tile
+information.
 The mean drop over repeats comes with a two-sided Student-t interval (``mean +- t(1 - alpha/2, n-1) * sd /
 sqrt(n)``): it says how much the estimate depends on the random permutations, not how it would vary with
 another test area or another training run (with 2 repeats, as in the ``ci`` profile, it is wide by construction).
