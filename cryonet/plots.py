@@ -452,3 +452,342 @@ def plot_importance(
     if title:
         ax.set_title(title)
     return fig
+
+
+# --- book: training and model comparison (chapters 3 and 4) ---------------------------------------------------------
+#: Error categories of :func:`error_map` (value -> label, colour); 255 = not scored.
+ERROR_CLASSES: dict[int, tuple[str, str]] = {
+    0: ("correct", "#f0f0f0"),
+    1: ("glacier missed (predicted background)", "#d62728"),
+    2: ("false glacier (background predicted as glacier)", "#ff7f0e"),
+    3: ("wrong glacier class", "#9467bd"),
+}
+
+
+def plot_history(
+    histories: pd.DataFrame | list[dict] | dict[str, pd.DataFrame | list[dict]],
+    *,
+    metric: str = "val_miou_glacier",
+    metric_label: str = "validation mean IoU (glacier classes)",
+    title: str | None = None,
+) -> Figure:
+    """Training curves: losses per epoch (left) and a validation metric per epoch (right).
+
+    Args:
+        histories: One run's history (the rows of ``RUN/history.csv`` as a DataFrame, or ``history.json``'s list of
+            dicts, with columns ``epoch``, ``train_loss``, ``val_loss`` and ``metric``), or a dict label -> history
+            to draw several runs in one figure (one colour per run).
+        metric: Column drawn on the right.
+        metric_label: Its axis label.
+        title: Figure title.
+
+    Returns:
+        The figure; training loss solid, validation loss dashed, the best epoch of each run marked on the right.
+    """
+    runs = histories if isinstance(histories, dict) else {"": histories}
+    fig, (ax_loss, ax_m) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, hist) in enumerate(runs.items()):
+        df = pd.DataFrame(hist)
+        missing = {"epoch", "train_loss", "val_loss", metric} - set(df.columns)
+        if missing:
+            raise ValueError(f"plot_history: history of {label or 'the run'} lacks columns {sorted(missing)}")
+        c = colours[i % len(colours)]
+        prefix = f"{label}: " if label else ""
+        ax_loss.plot(df["epoch"], df["train_loss"], "-o", color=c, ms=3, label=f"{prefix}training")
+        ax_loss.plot(df["epoch"], df["val_loss"], "--s", color=c, ms=3, label=f"{prefix}validation")
+        ax_m.plot(df["epoch"], df[metric], "-o", color=c, ms=3, label=label or None)
+        best = df[metric].astype(float).idxmax() if df[metric].notna().any() else None
+        if best is not None:
+            ax_m.plot(df.loc[best, "epoch"], df.loc[best, metric], "*", color=c, ms=12, mec="black", mew=0.5)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss (cross-entropy + Dice)")
+    ax_loss.legend(fontsize=7, ncol=2 if len(runs) > 2 else 1)
+    ax_m.set_xlabel("epoch")
+    ax_m.set_ylabel(metric_label)
+    ax_m.set_ylim(0, 1)
+    if len(runs) > 1:
+        ax_m.legend(fontsize=8)
+    for ax in (ax_loss, ax_m):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_m.set_title("best epoch marked with a star", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def split_region(split: object, name: str = "test", *, cell: int = 16) -> rasterio.windows.Window:
+    """The pixel window around the largest connected group of one split's tiles (e.g. the held-out test block).
+
+    Tiles are painted on a coarse mask (``cell`` pixels per mask cell), its 8-connected components are labelled
+    (``scipy.ndimage.label``), and the window is the bounding box of the tiles whose centre lies in the component
+    holding the most tiles.
+
+    Args:
+        split: A :class:`cryonet.datasets.Split` or the path of its ``split.json``.
+        name: Split name.
+        cell: Mask resolution, pixels.
+
+    Returns:
+        A rasterio ``Window`` on the split's grid.
+    """
+    from scipy import ndimage
+
+    from cryonet.datasets import Split
+
+    sp = split if isinstance(split, Split) else Split.load(str(split))
+    tiles = sp.get(name)
+    if not tiles:
+        raise ValueError(f"split {name!r} has no tiles")
+    rows, cols = sp.shape
+    mask = np.zeros((-(-rows // cell), -(-cols // cell)), dtype=bool)
+    for t in tiles:
+        mask[t.row // cell : -(-(t.row + t.size) // cell), t.col // cell : -(-(t.col + t.size) // cell)] = True
+    comp, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    ids = [comp[(t.row + t.size // 2) // cell, (t.col + t.size // 2) // cell] for t in tiles]
+    values, counts = np.unique(ids, return_counts=True)
+    biggest = values[np.argmax(counts)]
+    chosen = [t for t, i in zip(tiles, ids, strict=True) if i == biggest]
+    r0, c0 = min(t.row for t in chosen), min(t.col for t in chosen)
+    r1, c1 = max(t.row + t.size for t in chosen), max(t.col + t.size for t in chosen)
+    return rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def error_map(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """Per-pixel error category of a prediction (:data:`ERROR_CLASSES`).
+
+    Args:
+        reference: ``(rows, cols)`` reference class ids (255 = nodata).
+        prediction: ``(rows, cols)`` predicted class ids (255 = no prediction).
+
+    Returns:
+        ``(rows, cols)`` uint8: 0 correct, 1 a glacier class predicted as background, 2 background predicted as a
+        glacier class, 3 one glacier class predicted as another, 255 where either side is nodata.
+    """
+    ref = np.asarray(reference)
+    pred = np.asarray(prediction)
+    if ref.shape != pred.shape:
+        raise ValueError(f"error_map: reference {ref.shape} and prediction {pred.shape} differ in shape")
+    bg = CLASS_IDS["background"]
+    out = np.zeros(ref.shape, dtype=np.uint8)
+    wrong = ref != pred
+    out[wrong & (ref != bg) & (pred == bg)] = 1
+    out[wrong & (ref == bg) & (pred != bg)] = 2
+    out[wrong & (ref != bg) & (pred != bg)] = 3
+    out[(ref == LABEL_NODATA) | (pred == LABEL_NODATA)] = LABEL_NODATA
+    return out
+
+
+def _region_arrays(
+    rasters: dict[str, object], window: rasterio.windows.Window | None
+) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+    """Band 1 of each raster (path, or a full-grid array) inside ``window``, as uint8 class ids."""
+    out: dict[str, np.ndarray] = {}
+    for key, src in rasters.items():
+        if isinstance(src, np.ndarray):
+            arr = src if window is None else src[rasterio.windows.window_index(window)]
+        else:
+            with rasterio.open(src) as ds:
+                arr = ds.read(1, window=window)
+        out[key] = np.asarray(arr).astype(np.uint8)
+    shapes = {a.shape for a in out.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"rasters differ in shape inside the window: { {k: a.shape for k, a in out.items()} }")
+    return out, shapes.pop()
+
+
+def _region_extent(split: object | None, window: rasterio.windows.Window | None,
+                   shape: tuple[int, int]) -> tuple[tuple[float, float, float, float], Affine | None]:
+    """Extent in km (map coordinates) of the window when a split gives the transform, else in pixels."""
+    if split is None:
+        return (0.0, float(shape[1]), float(shape[0]), 0.0), None
+    from cryonet.datasets import Split
+
+    sp = split if isinstance(split, Split) else Split.load(str(split))
+    tr = Affine(*sp.transform[:6])
+    if window is not None:
+        tr = tr @ Affine.translation(window.col_off, window.row_off)
+    left, top = tr.c, tr.f
+    right, bottom = left + shape[1] * tr.a, top + shape[0] * tr.e
+    return (left / 1000, right / 1000, bottom / 1000, top / 1000), tr
+
+
+def _draw_tiles(ax: plt.Axes, split: object | None, name: str) -> None:
+    if split is None:
+        return
+    from cryonet.datasets import Split
+
+    sp = split if isinstance(split, Split) else Split.load(str(split))
+    gdf = sp.to_geodataframe()
+    part = gdf[gdf["split"] == name]
+    if len(part):
+        lim = (ax.get_xlim(), ax.get_ylim())
+        part.geometry.scale(1e-3, 1e-3, origin=(0, 0)).boundary.plot(ax=ax, color="black", linewidth=0.5, alpha=0.5)
+        ax.set_xlim(*lim[0])
+        ax.set_ylim(*lim[1])
+
+
+def _show_classes(ax: plt.Axes, labels: np.ndarray, extent: tuple[float, float, float, float]) -> None:
+    cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
+    img = np.ma.masked_equal(labels, LABEL_NODATA)
+    ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, interpolation="nearest", extent=extent)
+
+
+def _show_errors(ax: plt.Axes, errors: np.ndarray, extent: tuple[float, float, float, float]) -> None:
+    cmap = ListedColormap([colour for _, colour in ERROR_CLASSES.values()])
+    img = np.ma.masked_equal(errors, LABEL_NODATA)
+    ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(ERROR_CLASSES) - 0.5, interpolation="nearest", extent=extent)
+
+
+def plot_prediction(
+    reference: object,
+    prediction: object,
+    *,
+    window: rasterio.windows.Window | None = None,
+    split: object | None = None,
+    split_name: str = "test",
+    title: str | None = None,
+) -> Figure:
+    """Reference labels, a model's prediction and its error map, side by side, over one region.
+
+    Args:
+        reference: Label raster path (or a full-grid ``(rows, cols)`` array).
+        prediction: Predicted class raster path on the same grid (or a full-grid array).
+        window: Region to show (e.g. :func:`split_region`); default the whole raster.
+        split: The run's split (object or ``split.json``): gives map coordinates and draws the outlines of the
+            ``split_name`` tiles (the scored area).
+        split_name: Which tiles to outline.
+        title: Figure title.
+
+    Returns:
+        The figure with three map panels; the error panel's title gives the share of correct pixels.
+    """
+    arrays, shape = _region_arrays({"reference": reference, "prediction": prediction}, window)
+    extent, _ = _region_extent(split, window, shape)
+    errors = error_map(arrays["reference"], arrays["prediction"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), constrained_layout=True)
+    _show_classes(axes[0], arrays["reference"], extent)
+    axes[0].set_title("reference labels")
+    _show_classes(axes[1], arrays["prediction"], extent)
+    axes[1].set_title("prediction")
+    _show_errors(axes[2], errors, extent)
+    scored = errors != LABEL_NODATA
+    share = float((errors[scored] == 0).mean()) if scored.any() else float("nan")
+    axes[2].set_title(f"errors ({100 * share:.1f} % of pixels correct)")
+    for ax in axes:
+        _draw_tiles(ax, split, split_name)
+        ax.set_xlabel("easting, km" if split is not None else "column")
+        ax.set_ylabel("northing, km" if split is not None else "row")
+    axes[1].legend(handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8)
+    axes[2].legend(handles=[Patch(color=col, label=lab) for lab, col in ERROR_CLASSES.values()],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_error_maps(
+    reference: object,
+    predictions: dict[str, object],
+    *,
+    window: rasterio.windows.Window | None = None,
+    split: object | None = None,
+    split_name: str = "test",
+    ncols: int = 3,
+    title: str | None = None,
+) -> Figure:
+    """The reference and the error map of several models' predictions over one region, one panel each.
+
+    Args:
+        reference: Label raster path (or a full-grid array).
+        predictions: Model label -> predicted class raster path (or a full-grid array), all on the same grid.
+        window: Region to show; default the whole raster.
+        split: The split (map coordinates and tile outlines), or None for pixel coordinates.
+        split_name: Which tiles to outline.
+        ncols: Panels per row.
+        title: Figure title.
+
+    Returns:
+        The figure: the reference first, then one error map per model with its share of correct pixels.
+    """
+    if not predictions:
+        raise ValueError("plot_error_maps: no predictions given")
+    arrays, shape = _region_arrays({"__reference__": reference, **predictions}, window)
+    ref = arrays.pop("__reference__")
+    extent, _ = _region_extent(split, window, shape)
+    n = len(arrays) + 1
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 4.9 * nrows + 0.6), constrained_layout=True,
+                             squeeze=False)
+    flat = axes.ravel()
+    _show_classes(flat[0], ref, extent)
+    flat[0].set_title("reference labels")
+    for ax, (label, pred) in zip(flat[1:], arrays.items(), strict=False):
+        errors = error_map(ref, pred)
+        _show_errors(ax, errors, extent)
+        scored = errors != LABEL_NODATA
+        share = float((errors[scored] == 0).mean()) if scored.any() else float("nan")
+        ax.set_title(f"{label}: {100 * share:.1f} % correct", fontsize=10)
+    for ax in flat[:n]:
+        _draw_tiles(ax, split, split_name)
+        ax.set_xlabel("easting, km" if split is not None else "column")
+        ax.set_ylabel("northing, km" if split is not None else "row")
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    handles = [Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES]
+    handles += [Patch(color=col, label=lab) for lab, col in ERROR_CLASSES.values()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_class_scores(
+    results: dict[str, pd.DataFrame],
+    *,
+    score: str = "iou",
+    classes: tuple[str, ...] = ("clean_ice", "debris", "lake"),
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars of one per-class score for several models, with bootstrap interval whiskers.
+
+    Args:
+        results: Model label -> per-class table with columns ``score``, ``score_low``, ``score_high``
+            (:func:`cryonet.baseline.class_intervals`).
+        score: ``iou``, ``precision``, ``recall`` or ``f1``.
+        classes: Classes along the x axis.
+        title: Axes title.
+
+    Returns:
+        The figure.
+    """
+    if not results:
+        raise ValueError("plot_class_scores: no results given")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(classes) * max(1, len(results)) / 2), 3.8),
+                           constrained_layout=True)
+    width = 0.8 / len(results)
+    x = np.arange(len(classes))
+    for i, (label, table) in enumerate(results.items()):
+        missing = {score, f"{score}_low", f"{score}_high"} - set(table.columns)
+        if missing:
+            raise ValueError(f"plot_class_scores: table of {label} lacks columns {sorted(missing)}")
+        t = table.loc[list(classes)]
+        v = t[score].to_numpy(dtype=float)
+        err = np.vstack([v - t[f"{score}_low"].to_numpy(dtype=float), t[f"{score}_high"].to_numpy(dtype=float) - v])
+        ax.bar(x + (i - (len(results) - 1) / 2) * width, np.nan_to_num(v), width, label=label)
+        ok = np.isfinite(err).all(axis=0)
+        ax.errorbar((x + (i - (len(results) - 1) / 2) * width)[ok], v[ok], yerr=err[:, ok], fmt="none",
+                    ecolor="black", capsize=2, linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([c.replace("_", " ") for c in classes])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"{score} (95 % bootstrap interval over test tiles)" if score != "iou" else
+                  "IoU (95 % bootstrap interval over test tiles)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(results), 5), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    if title:
+        ax.set_title(title)
+    return fig
