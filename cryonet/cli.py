@@ -256,6 +256,7 @@ def _add_importance(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="overall_iou_glacier", help="key of cryonet.metrics.summary")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
+    p.add_argument("--max-tiles", type=int, default=None, help="score a seeded subset of this many tiles")
     p.add_argument("--out", type=Path, default=None, help="write the table (one row per group and repeat) as CSV")
 
 
@@ -267,7 +268,7 @@ def _run_importance(args: argparse.Namespace) -> int:
 
     df = permutation_importance(args.run, args.stack, args.labels, split=args.split, groups=args.groups,
                                 repeats=args.repeats, metric=args.metric, seed=args.seed, device=args.device,
-                                progress=not args.quiet)
+                                max_tiles=args.max_tiles, progress=not args.quiet)
     if args.out is not None:
         with atomic_path(args.out) as tmp:
             df.to_csv(tmp, index=False)

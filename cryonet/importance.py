@@ -226,7 +226,8 @@ def permutation_importance_tiles(
     Args:
         model: Model (``(N, layers, H, W)`` -> logits).
         normalizer: Its :class:`cryonet.datasets.Normalizer`.
-        x: ``(tiles, layers, H, W)`` float32, physical units, layers in the order of ``table``.
+        x: ``(tiles, layers, H, W)`` float32, physical units, layers in the order of ``table``. Permuted in place
+            one group at a time and restored before returning (also on error), so no second copy is held.
         y: ``(tiles, H, W)`` labels, 255 = not scored.
         table: Layer table of the stack (columns ``layer``, ``group``, ``band``).
         groups: Groups to permute (default all of the table).
@@ -252,20 +253,25 @@ def permutation_importance_tiles(
     idx = group_layers(table, groups)
     baseline, cm = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size, device=device)
     valid = y != LABEL_NODATA
-    work = np.array(x, dtype=np.float32, copy=True)
+    # permute in place, one group at a time, and put the group back afterwards: memory is x plus one group
     rows = []
     bar = tqdm(total=len(idx) * repeats, desc="permutation importance", unit="perm", disable=not progress)
-    for group, layers in idx.items():
-        original = work[:, layers].copy()
-        for r in range(repeats):
-            rng = np.random.default_rng([int(seed), _group_key(group), r])
-            work[:, layers] = permute_pixels(x, valid, layers, rng)
-            score, _ = score_tiles(model, normalizer, work, y, metric=metric, batch_size=batch_size, device=device)
-            rows.append({"group": group, "repeat": r, "metric": metric, "baseline": baseline, "score": score,
-                         "drop": baseline - score})
-            bar.update(1)
-        work[:, layers] = original
-    bar.close()
+    try:
+        for group, layers in idx.items():
+            original = x[:, layers].copy()
+            try:
+                for r in range(repeats):
+                    rng = np.random.default_rng([int(seed), _group_key(group), r])
+                    x[:, layers] = permute_pixels(original, valid, np.arange(len(layers)), rng)
+                    score, _ = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size,
+                                           device=device)
+                    rows.append({"group": group, "repeat": r, "metric": metric, "baseline": baseline,
+                                 "score": score, "drop": baseline - score})
+                    bar.update(1)
+            finally:
+                x[:, layers] = original
+    finally:
+        bar.close()
     df = pd.DataFrame(rows, columns=["group", "repeat", "metric", "baseline", "score", "drop"])
     df.attrs.update(baseline=baseline, metric=metric, n_tiles=int(len(x)), n_pixels=int(cm.sum()),
                     summary=importance_summary(df))
@@ -322,9 +328,13 @@ def permutation_importance(
     seed: int = 0,
     device: str = "auto",
     batch_size: int | None = None,
+    max_tiles: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Grouped permutation importance of a trained run on the tiles of its saved split.
+
+    The split's tiles are held in memory (``tiles x layers x size² x 4`` bytes: ~90 MB for 34 tiles of 40 layers
+    at 128 px, a ``ci`` run; a large ``paper`` test split can need ``max_tiles``).
 
     Args:
         run_dir_or_ckpt: Run directory of :func:`cryonet.train.train` (``best.pt``) or a checkpoint in it.
@@ -337,6 +347,7 @@ def permutation_importance(
         seed: Seed of the permutations.
         device: ``auto`` or a torch device string.
         batch_size: Tiles per forward pass (default the run's batch size).
+        max_tiles: Score a seeded random subset of at most this many tiles of the split (None: all).
         progress: Show progress bars.
 
     Returns:
@@ -353,6 +364,9 @@ def permutation_importance(
     table = read_layer_table(stack_path)
     norm.check_layers(list(table["layer"]), str(stack_path))
     tiles = Split.load(split_file).get(split)
+    if max_tiles is not None and len(tiles) > max_tiles:
+        pick = np.sort(np.random.default_rng(seed).choice(len(tiles), size=int(max_tiles), replace=False))
+        tiles = [tiles[i] for i in pick]
     x, y = load_tiles(stack_path, labels_path, tiles, progress=progress)
     bs = int(batch_size or meta.get("profile", {}).get("batch_size", 8))
     df = permutation_importance_tiles(model, norm, x, y, table, groups=groups, repeats=repeats, metric=metric,

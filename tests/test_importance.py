@@ -145,8 +145,10 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     tiles = scan_tiles(sp, lp, 32, 32, progress=False)
     x, y = I.load_tiles(sp, lp, tiles)
     assert x.shape == (len(tiles), len(LAYERS), 32, 32) and (y[:, :2][: 3] == LABEL_NODATA).all()
+    x0 = x.copy()
     df = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3,
                                         seed=0, progress=False)
+    np.testing.assert_array_equal(x, x0)  # permuted in place, restored
     assert list(df.columns) == ["group", "repeat", "metric", "baseline", "score", "drop"]
     assert len(df) == 9 and df.attrs["baseline"] == pytest.approx(1.0)
     summ = df.attrs["summary"]
@@ -200,6 +202,9 @@ def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path):
     assert (df.loc[df.group != "terrain", "drop"] == 0.0).all()
     assert (df.loc[df.group == "terrain", "score"] != df.attrs["baseline"]).all()
     assert df.attrs["model"] == "unet" and df.attrs["split"] == "test"
+    sub = I.permutation_importance(run, sp, lp, repeats=1, groups=["texture"], max_tiles=1, device="cpu",
+                                   progress=False)
+    assert sub.attrs["n_tiles"] == 1 and (sub["drop"] == 0.0).all()
 
 
 def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
