@@ -284,8 +284,9 @@ class WebDriver:
         return base64.b64decode(shot["data"])
 
     def close(self) -> None:
+        started = bool(getattr(self, "session", None))
         with contextlib.suppress(Exception):
-            if getattr(self, "session", None):
+            if started:
                 self._call("DELETE", f"/session/{self.session}", timeout=30)
         self.proc.terminate()
         try:
@@ -293,6 +294,8 @@ class WebDriver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        if started:  # keep the log only when the start failed (the error message names it)
+            Path(self.log.name).unlink(missing_ok=True)
 
 
 #: Run in the page: make lazy images load, then report every <img> that has not loaded.

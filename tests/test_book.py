@@ -7,6 +7,7 @@ chapter needs only its source file and one toc line.
 from __future__ import annotations
 
 import ast
+import base64
 import importlib.util
 import re
 import subprocess
@@ -237,3 +238,37 @@ def test_check_static_reports_broken_links_anchors_and_images(tmp_path):
 
 def test_check_site_without_index_fails(tmp_path):
     assert check_site.main([str(tmp_path), "--static-only"]) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (check_site._find(check_site.CHROMIUM_CANDIDATES, "chromium")
+         and check_site._find(check_site.CHROMEDRIVER_CANDIDATES, "chromedriver")),
+    reason="Debian chromium + chromium-driver not installed",
+)
+def test_browser_pass_reports_an_image_that_does_not_load_and_saves_screenshots(tmp_path):
+    site = _site(
+        tmp_path,
+        {
+            "index.html": '<h1>ok</h1><img src="_images/fig.png">',  # exists but is not a decodable PNG
+            "chapters/a.html": '<img src="../_images/gone.png"><link rel="stylesheet" href="../_static/x.css">',
+        },
+    )
+    (site / "_images" / "good.png").write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+    )
+    (site / "good.html").write_text('<html><body><img src="_images/good.png"></body></html>')
+    chromium = check_site._find(check_site.CHROMIUM_CANDIDATES, "chromium")
+    chromedriver = check_site._find(check_site.CHROMEDRIVER_CANDIDATES, "chromedriver")
+    problems, n = check_site.check_browser(site, site / "_screenshots", chromium, chromedriver)
+    assert n == 3
+    shots = sorted(p.name for p in (site / "_screenshots").iterdir())
+    assert shots == ["chapters__a.png", "good.png", "index.png"]
+    assert all((site / "_screenshots" / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for s in shots)
+    joined = "\n".join(problems)
+    assert "index.html: image '_images/fig.png' did not load" in joined
+    assert "chapters/a.html: image '../_images/gone.png' did not load" in joined
+    assert "chapters/a.html: HTTP 404 for /_static/x.css" in joined
+    assert "good.html" not in joined
