@@ -142,8 +142,8 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     n_high = np.bincount(line_of_cell[high], minlength=n_lines)
     n_steep = np.bincount(line_of_cell[steep_high], minlength=n_lines)
     wall_frac = n_steep / np.maximum(n_high, 1)
-    supply = region.debris_propensity * wall_frac / 0.15
-    r_onset = np.clip(1.0 - 0.9 * supply, 0.08, 0.95)
+    supply = region.debris_propensity * np.sqrt(wall_frac / 0.2)
+    r_onset = np.clip(1.0 - 0.75 * supply, 0.1, 0.95)
 
     # March down every valley (tributaries first: their outflow feeds the trunk at the confluence).
     glaciated = np.zeros(n_pts, dtype=bool)
@@ -288,6 +288,8 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     debris_cells = np.flatnonzero(debris.ravel() & (lake_id.ravel() == 0))
     if debris_cells.size:
         n_ponds = rng.poisson(region.lake_propensity * debris_cells.size * cell_area / 1e6 * 3.0)
+        if region.lake_propensity >= 0.5 and debris_cells.size * cell_area / 1e6 > 0.05:
+            n_ponds = max(n_ponds, 2)  # pond-pitted tongues: a debris tongue this size is rarely without ponds
         n_cliffs = rng.poisson(debris_cells.size * cell_area / 1e6 * 10.0)
         for k in range(n_ponds + n_cliffs):
             c = int(rng.choice(debris_cells))
