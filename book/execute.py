@@ -292,6 +292,31 @@ def _save_json(path: Path, doc: object) -> None:
     os.replace(tmp, path)
 
 
+_LOCK_HANDLE = None
+
+
+def _lock_or_exit() -> None:
+    """Refuse to run while another driver executes chapters in this checkout (both would write book/chapters)."""
+    import fcntl
+
+    global _LOCK_HANDLE
+    CHAPTERS.mkdir(parents=True, exist_ok=True)
+    handle = (CHAPTERS / ".execute.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise SystemExit(
+            f"another book/execute.py is executing chapters in this checkout (pid {handle.read().strip() or '?'}); "
+            "wait for it to finish: two runs would overwrite each other's notebooks in book/chapters."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _LOCK_HANDLE = handle  # held until the process exits
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="Execute the book's chapters with papermill (in toc order) and write book/status.md.",
@@ -329,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     times = _load_times(run_dir)
     if not args.status_only:
+        _lock_or_exit()
         kernel = check_kernel()
         # The kernel shows figures inline; `MPLBACKEND=Agg` (set by the Makefile for tests) would hide them.
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"

@@ -170,6 +170,20 @@ def test_driver_help_and_list():
     assert listed == execute.chapter_stems()
 
 
+def test_a_second_driver_in_the_same_checkout_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(execute, "CHAPTERS", tmp_path / "chapters")
+    monkeypatch.setattr(execute, "_LOCK_HANDLE", None)
+    execute._lock_or_exit()
+    first = execute._LOCK_HANDLE
+    try:
+        with pytest.raises(SystemExit, match=r"another book/execute.py .* \(pid \d+\)"):
+            execute._lock_or_exit()  # flock: a second open file description conflicts, even in one process
+    finally:
+        first.close()
+    execute._lock_or_exit()  # free again once the first holder is gone
+    execute._LOCK_HANDLE.close()
+
+
 def test_status_page_lists_profile_versions_and_times():
     chs = execute.chapters()
     args = execute.parse_args(["--profile", "ci"])
