@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 #: Mass-balance gradient below the ELA, m w.e. per metre of elevation per year (Himalayan / Alpine tongues).
 ABLATION_GRADIENT: float = 0.009
 #: Mass-balance gradient above the ELA, m w.e. per metre per year (accumulation rises more slowly than melt falls).
-ACCUMULATION_GRADIENT: float = 0.004
+ACCUMULATION_GRADIENT: float = 0.002
 #: Maximum accumulation rate, m w.e. per year.
-MAX_ACCUMULATION: float = 1.2
+MAX_ACCUMULATION: float = 0.6
 #: Ratio of melt under thick debris to melt of bare ice (Ostrem curve, debris thicker than ~10 cm).
 DEBRIS_MELT_FACTOR: float = 0.35
 #: Steepest slope that holds ice or perennial snow, degrees.
