@@ -29,6 +29,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+from rasterio.warp import transform_bounds
 from tqdm import tqdm
 
 from cryonet.constants import (
@@ -639,6 +640,15 @@ def warped(
             if src_nodata is None and np.dtype(src.dtypes[0]).kind == "f":
                 src_nodata = float("nan")  # NaN marks missing data in float rasters without a nodata tag
         extra = {"src_nodata": src_nodata} if src_nodata is not None else {}
+        # GDAL's warper otherwise derives the resampling kernel's scale (source pixels per destination pixel) from
+        # each request's windows, so a window read would differ slightly from the same pixels of a whole read (up
+        # to ~0.5 m of elevation for a DEM in degrees). Fixing XSCALE/YSCALE to the raster-wide ratio, together
+        # with the tight transformer tolerance, makes every window equal the whole-raster warp.
+        left, bottom, right, top = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+        scale = {
+            "XSCALE": repr((right - left) / src.width / grid.res[0]),  # destination pixels per source pixel
+            "YSCALE": repr((top - bottom) / src.height / grid.res[1]),
+        }
         with WarpedVRT(
             src,
             crs=grid.crs,
@@ -650,6 +660,7 @@ def warped(
             dtype=dtype,
             tolerance=tolerance,
             **extra,
+            **scale,
         ) as vrt:
             yield vrt
 

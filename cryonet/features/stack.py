@@ -25,11 +25,11 @@ How it is computed (peak memory does not grow with the scene):
    :func:`cryonet.features.texture.quantization_limits`). Computing either per block would make blocks disagree.
 2. **Block loop.** For each output block of ``block`` × ``block`` pixels, every input is read over the block plus a
    halo (the largest margin any neighbourhood operation needs: :func:`cryonet.features.terrain.halo`,
-   :func:`cryonet.features.texture.halo`) through a warped virtual raster (:func:`cryonet.raster.warped`'s
-   conventions, with GDAL's resampling scale fixed for the whole raster so that a window equals the same pixels of
-   a whole-raster warp; see :func:`_warped`), i.e. resampled on the fly onto the reference grid (bilinear; the
-   10 m bands are on the grid already, the 20 m bands, the DEM and the InSAR rasters are not). All families are
-   computed on the padded block, the halo is cut off, and the block is written into the output GeoTIFF, opened on
+   :func:`cryonet.features.texture.halo`) through a warped virtual raster (:func:`cryonet.raster.warped`, whose
+   window reads equal the same pixels of a whole-raster warp), i.e. resampled on the fly onto the reference grid
+   (bilinear; the 10 m bands are on the grid already, the 20 m bands, the DEM and the InSAR rasters are not). All
+   families are computed on the padded block, the halo is cut off, and the block is written into the output
+   GeoTIFF, opened on
    :func:`cryonet.raster.atomic_path` (tiled, deflate, float32, NaN nodata, band descriptions = layer names).
    Halos are clipped at the scene edge, exactly as a whole-scene computation sees the edge, so the result does not
    depend on ``block`` (the tests compare a block-wise build with a single-block one).
@@ -87,6 +87,7 @@ from cryonet.raster import (
     halo_slices,
     iter_windows,
     read_window,
+    warped,
 )
 from cryonet.scene import Scene
 
@@ -348,42 +349,6 @@ def _halo(groups: Sequence[str], grid: Grid, texture: TextureSettings, terrain_p
     return int(h)
 
 
-@contextmanager
-def _warped(path: str | os.PathLike[str], grid: Grid, *, src_nodata: float | None = None) -> Iterator[Any]:
-    """:func:`cryonet.raster.warped` (bilinear, float32, NaN nodata) with the resampling scale fixed.
-
-    Why not :func:`cryonet.raster.warped` itself: GDAL's warper derives the resampling kernel's scale (source
-    pixels per destination pixel) from each request's source and destination windows, so a window read differs
-    slightly from the same pixels in a whole read (up to ~0.5 m of elevation for a DEM in degrees, enough to flip an
-    aspect between 0 and 360 degrees). Fixing the warp options ``XSCALE``/``YSCALE`` to the raster-wide ratio makes
-    every window equal the whole-raster warp, which the block-wise stack relies on. Otherwise identical to
-    ``raster.warped`` (same overlap check, nodata handling and output type); switch back once ``raster.warped``
-    accepts warp options.
-    """
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from rasterio.warp import transform_bounds
-
-    from cryonet.raster import _check_overlap, open_raster
-
-    with open_raster(path) as src:
-        _check_overlap(src, grid, path)
-        if src_nodata is None:
-            src_nodata = src.nodata
-            if src_nodata is None and np.dtype(src.dtypes[0]).kind == "f":
-                src_nodata = float("nan")
-        left, bottom, right, top = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
-        scale = {
-            "XSCALE": repr((right - left) / src.width / grid.res[0]),  # destination pixels per source pixel
-            "YSCALE": repr((top - bottom) / src.height / grid.res[1]),
-        }
-        extra = {"src_nodata": src_nodata} if src_nodata is not None else {}
-        with WarpedVRT(
-            src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-            resampling=Resampling.bilinear, nodata=float("nan"), dtype="float32", **extra, **scale,
-        ) as vrt:  # fmt: skip
-            yield vrt
-
 
 class _Readers:
     """The scene's inputs opened once as warped VRTs on the reference grid; reads padded windows."""
@@ -399,7 +364,7 @@ class _Readers:
         try:
             for key, path in files.items():
                 kw = {"src_nodata": S2_L2A_NODATA} if key in S2_BANDS else {}
-                self._vrts[key] = self._stack.enter_context(_warped(path, plan.grid, **kw))
+                self._vrts[key] = self._stack.enter_context(warped(path, plan.grid, **kw))
         except BaseException:
             self._stack.close()
             raise
