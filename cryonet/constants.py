@@ -56,3 +56,20 @@ S2_L2A_NODATA: Final[int] = 0
 
 #: The seven input families of the paper, in stack order. Layer importance permutes and drops them by these names.
 LAYER_GROUPS: Final[tuple[str, ...]] = ("s2", "indices", "pca", "tasseled_cap", "terrain", "insar", "texture")
+
+#: The paper this project accompanies (Barzegar, Bolch, Kuehtreiber and Ullo, 2026).
+PAPER_CITATION: Final[str] = (
+    "Barzegar, F., Bolch, T., Kuehtreiber, N. and Ullo, S. L. (2026). CryoNet: A Deep Learning Framework for "
+    "Multi-Modal Debris-Covered Glacier Mapping. A Case Study of the Poiqu Basin, Central Himalaya. arXiv:2605.21527"
+)
+#: Test-set results REPORTED BY THE PAPER for CryoNet on real data in the Poiqu Basin (fractions, from its abstract).
+#: Shown beside this project's numbers as the paper's, never as ours; the paper does not define "overall IoU"
+#: precisely (see :mod:`cryonet.metrics` for the definitions used here).
+PAPER_REPORTED: Final[dict[str, float]] = {
+    "overall_iou": 0.9052,
+    "mean_recall": 0.9808,
+    "mean_precision": 0.9226,
+    "debris_iou": 0.9046,
+    "debris_recall": 0.9579,
+    "debris_precision": 0.9421,
+}
