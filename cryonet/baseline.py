@@ -564,3 +564,111 @@ def comparison_table(
             rows.append({"model": label, "class": c,
                          **{s: fmt(ci.loc[c, s], ci.loc[c, f"{s}_low"], ci.loc[c, f"{s}_high"]) for s in scores}})
     return pd.DataFrame(rows).set_index(["model", "class"])
+
+
+def paired_difference(
+    cms_a: np.ndarray,
+    cms_b: np.ndarray,
+    metric_fn: Callable[[np.ndarray], float],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Difference of a metric between two predictions of the same tiles, with a paired bootstrap interval.
+
+    Both sets of per-tile matrices are resampled with the *same* tile multiplicities in every replicate (the two
+    predictions are scored on identical tiles, so their errors are correlated and the difference varies less than
+    either score). The difference is ``metric(a) - metric(b)``.
+
+    Args:
+        cms_a: ``(T, C, C)`` per-tile confusion matrices of prediction a.
+        cms_b: ``(T, C, C)`` of prediction b, same tiles in the same order.
+        metric_fn: Function of a ``(C, C)`` matrix, e.g. ``lambda cm: summary(cm)["miou_glacier"]``.
+        n_boot: Replicates.
+        alpha: Two-sided level.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(difference, low, high)``; a lower bound above 0 means a is better than b at that level.
+    """
+    a = np.asarray(cms_a, dtype=np.int64)
+    b = np.asarray(cms_b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
+                         f"and {b.shape} (score both on the same tiles)")
+    n_tiles = a.shape[0]
+    estimate = float(metric_fn(a.sum(axis=0)) - metric_fn(b.sum(axis=0)))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
+    boot_a = np.tensordot(counts, a, axes=(1, 0))
+    boot_b = np.tensordot(counts, b, axes=(1, 0))
+    diffs = np.array([metric_fn(x) - metric_fn(y) for x, y in zip(boot_a, boot_b, strict=True)], dtype=np.float64)
+    diffs = diffs[~np.isnan(diffs)]
+    if diffs.size == 0:
+        return estimate, float("nan"), float("nan")
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return estimate, float(low), float(high)
+
+
+def train_or_reuse(
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: str,
+    profile: Any,
+    device: str = "auto",
+    retrain: bool = False,
+    progress: bool = False,
+) -> tuple[Any, str]:
+    """Train one model of the comparison with a given profile, reusing or resuming a run of the same settings.
+
+    The book's chapters are re-run often; retraining a finished model each time would waste the CPU budget. A run
+    in ``out_dir`` is **reused** when its checkpoint ``last.pt`` was made with exactly this profile (every field,
+    seed included) and this model, and is newer than the stack and the labels; if it was interrupted it is
+    **resumed** (:func:`cryonet.train.train` with ``resume=True``, which continues bit-for-bit). Otherwise, or with
+    ``retrain=True``, a fresh run is trained into ``out_dir`` (its files are overwritten).
+
+    Args:
+        stack_path: Feature stack.
+        labels_path: Label raster.
+        out_dir: Run directory of this model.
+        model: Model name (:data:`cryonet.models.MODEL_NAMES`).
+        profile: A :class:`cryonet.config.Profile` (e.g. ``get_profile("ci").replace(seed=0)``).
+        device: Torch device or ``"auto"``.
+        retrain: Always train afresh.
+        progress: tqdm bars.
+
+    Returns:
+        ``(result, status)``: the :class:`cryonet.train.TrainResult` and ``"reused"``, ``"resumed"`` or
+        ``"trained"``.
+    """
+    import json
+
+    from cryonet.train import CheckpointError, load_checkpoint, train
+
+    out = Path(out_dir)
+    last = out / "last.pt"
+    wanted = json.loads(json.dumps(profile.to_dict()))
+    status = "trained"
+    if last.is_file() and not retrain:
+        try:
+            ckpt = load_checkpoint(last)
+        except CheckpointError as exc:
+            logger.warning("%s: %s; training afresh", last, exc)
+            ckpt = None
+        newest_input = max(Path(stack_path).stat().st_mtime, Path(labels_path).stat().st_mtime)
+        if (ckpt is not None and ckpt.get("profile") == wanted and ckpt.get("model") == model
+                and last.stat().st_mtime >= newest_input):
+            status = "reused" if ckpt.get("finished") else "resumed"
+        elif ckpt is not None:
+            logger.info("%s: made with other settings or inputs; training afresh", last)
+    t0 = time.perf_counter()
+    if status == "trained":
+        result = train(stack_path, labels_path, out, model=model, profile=profile, device=device, progress=progress)
+    else:
+        result = train(stack_path, labels_path, out, model=model, profile=wanted, resume=True, device=device,
+                       progress=progress)
+    logger.info("%s %s in %.0f s", model, status, time.perf_counter() - t0)
+    return result, status

@@ -163,15 +163,41 @@ def test_class_intervals_match_bootstrap_ci():
     assert text.loc[("m", "lake"), "iou"] == "n/a" and text.loc[("m", "debris"), "iou"].count("[") == 1
 
 
+def test_paired_difference():
+    rng = np.random.default_rng(1)
+    good = rng.integers(0, 5, (10, 4, 4)) + np.eye(4, dtype=np.int64) * 100  # mostly on the diagonal
+    bad = good.copy()
+    bad[:, 2, 2] -= 60
+    bad[:, 2, 0] += 60  # debris often missed
+    fn = lambda m: metrics.per_class(m)["iou"][2]  # noqa: E731
+    d, lo, hi = B.paired_difference(good, bad, fn, n_boot=200, seed=2)
+    assert d == pytest.approx(fn(good.sum(0)) - fn(bad.sum(0))) and 0 < lo <= d <= hi
+    assert B.paired_difference(good, good, fn, n_boot=50) == (0.0, 0.0, 0.0)
+    # the same replicates as bootstrap_ci: with b all zeros and a metric that is 0 there, (a - b) is bootstrap_ci(a)
+    share = lambda m: m[2, 2] / max(int(m.sum()), 1)  # noqa: E731
+    assert B.paired_difference(good, np.zeros_like(good), share, n_boot=200, seed=2) == pytest.approx(
+        metrics.bootstrap_ci(good, share, n_boot=200, seed=2))
+    with pytest.raises(ValueError, match="same tiles"):
+        B.paired_difference(good, good[:5], fn)
+
+
 @pytest.mark.slow
-def test_score_run_reproduces_evaluate(tmp_path):
+def test_train_or_reuse_and_score_run_reproduces_evaluate(tmp_path):
     from cryonet import train as T
     from test_datasets import write_twin
 
+    from cryonet.config import get_profile
+
     sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
     run = tmp_path / "run"
-    T.train(sp, lp, run, model="unet", profile="ci", progress=False, tile_size=32, tile_stride=16, epochs=1,
-            batch_size=4, max_train_tiles=None, split={"block_size_m": 640.0, "buffer_m": 0.0})
+    prof = get_profile("ci").replace(tile_size=32, tile_stride=16, epochs=1, batch_size=4, max_train_tiles=None,
+                                     split={"block_size_m": 640.0, "buffer_m": 0.0})
+    first, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
+    assert status == "trained" and first.finished
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    again, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
+    assert status == "reused" and (run / "last.pt").stat().st_mtime_ns == stamp
+    assert again.best_score == first.best_score
     ev = T.evaluate(run, "test", n_boot=50, progress=False)
     res = B.score_run(run, "test", n_boot=50, progress=False)
     np.testing.assert_array_equal(res["confusion_matrix"], np.asarray(ev["confusion_matrix"]))
