@@ -186,6 +186,9 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     np.maximum.at(q_max, terrain.pt_line, flux)
     width_factor = np.clip((flux / np.maximum(q_max[terrain.pt_line], 1.0)) ** 0.3, 0.45, 1.0)
     tongue = glaciated[nearest] & (dist <= half * width_factor[nearest])
+    # Where two valleys' nearest-point regions interleave (confluences) the margin is jagged: smooth it as ice would.
+    disk = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3
+    tongue = ndimage.binary_opening(ndimage.binary_closing(tongue, disk), disk)
     ice = tongue | acc_cell
     # Keep the ice bodies large enough to be glaciers; the rest is perennial snow.
     lab, n_lab = ndimage.label(ice, structure=np.ones((3, 3)))
@@ -205,7 +208,7 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     wobble = fractal_noise(shape, rng, beta=3.0, min_wavelength_px=4, max_wavelength_px=40)
     debris_fuzzy = ndimage.binary_opening(debris, iterations=1) | (
         tongue & ice & below & (share_cell >= onset_cell * (1 + 0.25 * wobble)) & (rel_d > 0.2))
-    debris = debris_fuzzy & ice & tongue
+    debris = ndimage.binary_opening(ndimage.binary_closing(debris_fuzzy, disk), disk) & ice & tongue
 
     # --- Surface elevation: smooth glacier surfaces, hummocky debris, moraines ------------------------------------
     z = z0.astype(np.float32).copy()
@@ -216,7 +219,7 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     h_ice = np.clip(0.25 * half, 20, 150) * width_factor[nearest]
     z_tongue = terrain.pt_floor[nearest] + h_ice * (1 - 0.3 * np.clip(rel_d, 0, 1) ** 2)
     z_ice = np.where(tongue, z_tongue, z_smooth + 25.0).astype(np.float32)
-    z_ice = ndimage.gaussian_filter(np.where(ice, z_ice, z), 3.0)
+    z_ice = ndimage.gaussian_filter(np.where(ice, z_ice, z), 5.0)
     w_ice = np.clip(ndimage.gaussian_filter(ice.astype(np.float32), 1.5) * 1.6, 0, 1)
     w_ice[ice] = 1.0
     z = z * (1 - w_ice) + z_ice * w_ice
@@ -264,7 +267,9 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
         t = terminus[li]
         s_t = terrain.pt_s[t]
         deb_len = float(np.ptp(terrain.pt_s[np.flatnonzero((terrain.pt_line == li) & debris_pt)]))
-        length = float(np.clip(rng.uniform(0.15, 0.3) * deb_len, 80.0, 1200.0))
+        # Moraine-dammed lakes are elongated along the valley (the tongue has downwasted and retreated up it).
+        width_t = 2 * float(terrain.pt_halfwidth[t])
+        length = float(np.clip(rng.uniform(0.2, 0.4) * deb_len, min(1.5 * width_t, 0.4 * deb_len), 2000.0))
         s_cell = terrain.pt_s[nearest]
         on_line = terrain.pt_line[nearest] == li
         x = (s_cell - (s_t - length / 2)) / (length / 2)  # -1 .. 1 along the lake
@@ -276,8 +281,12 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
         level = float(np.percentile(z[lake], 5)) + 1.0
         z[lake] = level
         # The moraine dam downstream stands above the lake level.
-        dam = on_line & (s_cell > s_t) & (s_cell <= s_t + 150.0) & (dist <= half * 1.3)
-        z[dam] = np.maximum(z[dam], level + 25.0 * np.sin(np.clip((s_cell[dam] - s_t) / 150.0, 0, 1) * np.pi) + 3.0)
+        # The moraine dam: a smooth arcuate ridge across the valley just downstream of the lake, standing above
+        # the lake level and fading into the valley sides.
+        ds = s_cell - s_t
+        ridge = np.sin(np.clip(ds / 200.0, 0, 1) * np.pi) * np.clip(1 - (dist / (1.4 * half)) ** 4, 0, 1)
+        dam = on_line & (ridge > 0)
+        z[dam] = np.maximum(z[dam], level + 3.0 + 25.0 * ridge[dam]) * ridge[dam] + z[dam] * (1 - ridge[dam])
         lake_id[lake] = next_lake
         lake_types[next_lake] = "proglacial"
         next_lake += 1
