@@ -369,3 +369,20 @@ def test_plot_split_draws_every_kept_tile(split_setup, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_tile_dataset_in_worker_processes_matches_serial(tmp_path):
+    import torch
+
+    sp, lp = write_twin(tmp_path, size=64)
+    tiles = scan_tiles(sp, lp, 32, 16, progress=False)
+    norm = Normalizer.fit(sp, [t.window for t in tiles], progress=False)
+    ds = TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=3)
+    ds.set_epoch(2)
+    serial = [ds[i] for i in range(len(ds))]
+    ds[0]  # open handles in this process: workers must open their own
+    dl = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, multiprocessing_context="fork")
+    xs, ys = zip(*dl, strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert torch.equal(x, torch.stack([s[0] for s in serial]))
+    assert torch.equal(y, torch.stack([s[1] for s in serial]))

@@ -242,14 +242,15 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
     sp, lp = twin
     script = tmp_path / "ddp_train.py"
     script.write_text(textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import json, os, sys
         from cryonet import train
         tiny = json.loads({json.dumps(json.dumps(TINY))})
         tiny["epochs"] = 2
         res = train.train({str(sp)!r}, {str(lp)!r}, {str(tmp_path / "run")!r}, model="unet", profile="ci",
                           device="cpu", progress=False, **tiny)
-        print("RESULT", res.epochs_run, res.best_score)
+        rank = os.environ["RANK"]
+        with open({str(tmp_path)!r} + f"/result_{{rank}}.json", "w") as fh:
+            json.dump({{"epochs": res.epochs_run, "best": res.best_score, "world": os.environ["WORLD_SIZE"]}}, fh)
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
@@ -257,7 +258,9 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("RESULT 2") == 2  # both ranks finished both epochs
+    results = [json.loads((tmp_path / f"result_{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["epochs"] == 2 and r["world"] == "2" for r in results)  # both ranks finished both epochs
+    assert results[0]["best"] == results[1]["best"]  # metrics all-reduced: every rank sees the same score
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ck["world_size"] == 2 and ck["epoch"] == 2
     # validation confusion matrices were summed over the ranks: every validation pixel counted once
