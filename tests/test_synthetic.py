@@ -300,11 +300,38 @@ def test_plot_scene_and_class_shares(scenes):
 
 
 # --- default scenes (slow) -----------------------------------------------------------------------------------------
+def _twin_features(twin) -> dict[str, np.ndarray]:
+    """S2 DN (20 m bands repeated), coherence (40 m repeated) and DEM slope on the 10 m grid, from in-memory arrays."""
+    n = twin.size
+    feats = {}
+    for band in S2_BANDS:
+        a = twin.s2[band].astype(np.float32)
+        a[a == S2_L2A_NODATA] = np.nan
+        feats[band] = a if band in S2_BANDS_10M else np.repeat(np.repeat(a, 2, 0), 2, 1)[:n, :n]
+    m = (twin.grid10.transform.c - twin.grid_insar.transform.c) / 40.0
+    assert m == int(m)
+    coh = twin.coherence[int(m):, int(m):]
+    feats["coherence"] = np.repeat(np.repeat(coh, 4, 0), 4, 1)[:n, :n]
+    dem = np.full(twin.grid10.shape, np.nan, dtype=np.float32)
+    rasterio.warp.reproject(twin.dem, dem, src_transform=twin.grid_dem.transform, src_crs=twin.grid_dem.crs,
+                            src_nodata=-32767, dst_transform=twin.grid10.transform, dst_crs=twin.grid10.crs,
+                            dst_nodata=np.nan, resampling=rasterio.warp.Resampling.bilinear)
+    gy, gx = np.gradient(dem.astype(np.float64), 10.0)
+    feats["slope"] = np.degrees(np.arctan(np.hypot(gx, gy)))
+    return feats
+
+
 @pytest.mark.slow
 def test_default_scenes_hold_every_class_and_the_regional_contrast():
     shares = {}
     for region in (POIQU, MONTBLANC):
         twin = synthesize(region, seed=0, progress=False)
+        feats = _twin_features(twin)
+        debris = twin.classes == CLASS_IDS["debris"]
+        rock = np.isin(twin.surface, (Surface.BEDROCK, Surface.SEDIMENT)) & (twin.classes == 0)
+        smd = {k: _smd(v[debris], v[rock]) for k, v in feats.items()}
+        assert sum(smd[b] < 0.5 for b in S2_BANDS) >= 7, (region.name, smd)
+        assert smd["coherence"] > 1.0 and smd["slope"] > 1.0, (region.name, smd)
         assert twin.size == region.default_size_px
         counts = np.bincount(twin.classes.ravel(), minlength=4)
         assert (counts > 0).all(), (region.name, counts)

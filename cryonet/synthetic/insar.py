@@ -43,7 +43,7 @@ TEMPORAL_COHERENCE: dict[Surface, float] = {
     Surface.SNOW: 0.35,
     Surface.FIRN: 0.25,
     Surface.ICE: 0.35,  # melt and flow; multiplied by the motion term
-    Surface.DEBRIS: 0.60,  # surface lowering, ice-cliff backwasting; multiplied by the motion term
+    Surface.DEBRIS: 0.50,  # surface lowering, ice-cliff backwasting; multiplied by the motion term
     Surface.ICE_CLIFF: 0.10,
     Surface.LAKE: 0.04,
     Surface.POND: 0.04,
