@@ -267,3 +267,26 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     n_val = sum(sum(t["class_counts"]) for t in split["tiles"]["val"])
     assert np.array(ck["history"][-1]["val_confusion"]).sum() == n_val
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_best_checkpoint(twin, tmp_path, monkeypatch):
+    sp, lp = twin
+    scores = iter([0.5, 0.6, 0.4, 0.3, 0.9, 0.9])
+    real = T._summary
+
+    def fake_summary(cm):
+        out = real(cm)
+        out["miou_glacier"] = next(scores)  # validation score sequence: best at epoch 2, then two worse epochs
+        return out
+
+    monkeypatch.setattr(T, "_summary", fake_summary)
+    tiny = {**TINY, "epochs": 6, "early_stopping_patience": 2}
+    res = T.train(sp, lp, tmp_path, model="unet", profile="ci", progress=False, **tiny)
+    assert res.stopped_early and res.finished and res.epochs_run == 4
+    assert res.best_epoch == 2 and res.best_score == 0.6
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["epoch"] == 4 and last["stopped_early"] and last["bad_epochs"] == 2
+    again = T.train(sp, lp, tmp_path, progress=False, resume=True)  # nothing left to do
+    assert again.epochs_run == 4 and again.stopped_early
