@@ -1,8 +1,8 @@
 """Time the synthetic twin-scene generator: both presets, a small size and the default size.
 
 Prints wall-clock seconds for `generate_scene` (simulation + writing every file), the throughput in megapixels
-(10 m) per second, and the ratio to the one-minute budget for a default scene. Run: `python benchmarks/bench_synthetic.py`
-(optionally `--sizes 256 1000`, `--threads N`).
+(10 m) per second, and the ratio to the one-minute budget for a default scene.
+Run: `python benchmarks/bench_synthetic.py` (optionally `--sizes 256 1000`, `--threads N`).
 """
 
 from __future__ import annotations

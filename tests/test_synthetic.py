@@ -132,7 +132,8 @@ def test_s2_values_and_nodata_strip(scenes, name):
     # Band physics: snow and ice are bright in the visible and dark in the SWIR; rock is not.
     twin = synthesize(name, size=SMALL, seed=0, progress=False)
     g = (twin.s2["B3"].astype(float) + S2_L2A_OFFSET) / S2_L2A_SCALE
-    swir = (np.repeat(np.repeat(twin.s2["B11"], 2, 0), 2, 1)[:SMALL, :SMALL].astype(float) + S2_L2A_OFFSET) / S2_L2A_SCALE
+    b11 = np.repeat(np.repeat(twin.s2["B11"], 2, 0), 2, 1)[:SMALL, :SMALL]
+    swir = (b11.astype(float) + S2_L2A_OFFSET) / S2_L2A_SCALE
     ndsi = (g - swir) / (g + swir)
     valid = twin.s2["B3"] != S2_L2A_NODATA
     firn = (twin.surface == Surface.FIRN) & valid

@@ -3,7 +3,8 @@
 Physical picture (deliberately simple, but every quantity has a meaning):
 
 * Surface mass balance is piecewise linear in elevation, ``b(z) = beta * (z - ELA)`` (m w.e. per year), with a
-  steeper gradient below the ELA than above it, and capped in the accumulation zone. Cells above the ELA that are not too steep for ice to stay (< 40 deg, smoothed) accumulate.
+  steeper gradient below the ELA than above it, and capped in the accumulation zone. Cells above the ELA that are
+  not too steep for ice to stay (< 40 deg, smoothed) accumulate.
 * Down each valley the balance flux ``Q`` (m^3 w.e. per year) is integrated from the head: accumulation cells feed
   the point of the valley axis they are nearest to, the tongue (the flat valley floor) adds its own balance. The
   terminus is where ``Q`` reaches zero. Tributary glaciers that reach their confluence pass their flux on.
@@ -242,7 +243,8 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
         if t < 0:
             continue
         s_t = terrain.pt_s[t]
-        on_line = (terrain.pt_line[nearest] == li) & (terrain.pt_s[nearest] > s_t) & (terrain.pt_s[nearest] < s_t + 1500)
+        s_cell = terrain.pt_s[nearest]
+        on_line = (terrain.pt_line[nearest] == li) & (s_cell > s_t) & (s_cell < s_t + 1500)
         beyond_term |= on_line & floor_cell
     z += (2.0 * hummock * (foreland & beyond_term)).astype(np.float32)
 

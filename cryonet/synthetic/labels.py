@@ -17,7 +17,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio.features
-import shapely
 from shapely.geometry import shape as to_shape
 
 from cryonet.constants import CLASS_IDS
@@ -42,7 +41,9 @@ def _polygons(ids: np.ndarray, grid: Grid) -> gpd.GeoDataFrame:
     gdf = gpd.GeoDataFrame({"id": pd.Series(values, dtype="int64")}, geometry=geoms, crs=grid.crs)
     if len(gdf):
         gdf = gdf.dissolve(by="id", as_index=False)
-        gdf["geometry"] = shapely.make_valid(gdf.geometry.simplify(SIMPLIFY_M, preserve_topology=True).values)
+        # buffer(0) repairs any self-touching ring the simplification leaves and always returns (multi)polygons.
+        gdf["geometry"] = gdf.geometry.simplify(SIMPLIFY_M, preserve_topology=True).buffer(0)
+        gdf = gdf[~gdf.geometry.is_empty]
     return gdf
 
 

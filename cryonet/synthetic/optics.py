@@ -50,7 +50,9 @@ DIFFUSE_FRACTION: tuple[float, ...] = (0.20, 0.16, 0.12, 0.10, 0.09, 0.08, 0.08,
 
 
 @numba.njit(parallel=True, cache=True)
-def _cast_shadow(z: np.ndarray, dx: float, dy: float, rise_per_step: float, zmax: float) -> np.ndarray:  # pragma: no cover
+def _cast_shadow(  # pragma: no cover
+    z: np.ndarray, dx: float, dy: float, rise_per_step: float, zmax: float
+) -> np.ndarray:
     rows, cols = z.shape
     out = np.zeros((rows, cols), dtype=np.bool_)
     for r in numba.prange(rows):
@@ -74,7 +76,9 @@ def _cast_shadow(z: np.ndarray, dx: float, dy: float, rise_per_step: float, zmax
     return out
 
 
-def cast_shadow(z: np.ndarray, sun_azimuth_deg: float, sun_elevation_deg: float, pixel_m: float = PIXEL_M) -> np.ndarray:
+def cast_shadow(
+    z: np.ndarray, sun_azimuth_deg: float, sun_elevation_deg: float, pixel_m: float = PIXEL_M
+) -> np.ndarray:
     """Cells in the shadow cast by the terrain (a ray marched towards the sun from every cell).
 
     Hand-written in numba because the march is a per-cell loop with early exit; numpy would need one full-array

@@ -5,9 +5,11 @@ The terrain is built in three steps, all vectorised (numpy FFTs and :func:`scipy
 1. A drainage network of trunk valleys and tributaries is drawn as polylines that run from the high side of the
    scene (the main crest) to the low side (the outlet). Every line point carries a valley-floor elevation that
    decreases monotonically downstream along a concave long profile.
-2. Every cell is assigned to its nearest line point (a Voronoi partition of the scene into valley catchments); the
-   distance ``d`` to that point sets the cross-valley profile: a flat floor, steep lower walls, gentler upper slopes
-   (a glacial trough), rising to a ridge field that falls from the crest towards the outlet.
+2. Each valley carves a glacial trough around its axis: the distance ``d`` to the nearest point of the axis (a
+   Euclidean distance transform with indices) sets the cross-valley profile (a flat floor, steep lower walls,
+   gentler upper slopes) rising to a ridge field that falls from the crest towards the outlet. The terrain is the
+   minimum over all valleys, so that sharp ridges (aretes) form where two troughs meet; every cell remembers the
+   valley point it belongs to (the catchment partition the glacier model marches along).
 3. Ridged multifractal noise roughens the walls and ridges (aretes, gullies); a little fBm roughens the floors.
 
 The result is rescaled onto the region preset's elevation range (reduced for small scenes, so that slopes stay
@@ -65,7 +67,9 @@ def fractal_noise(
     return ((field - field.mean()) / (sd if sd > 0 else 1.0)).astype(np.float32)
 
 
-def ridged_noise(shape: tuple[int, int], rng: np.random.Generator, *, wavelength_px: float, octaves: int = 4) -> np.ndarray:
+def ridged_noise(
+    shape: tuple[int, int], rng: np.random.Generator, *, wavelength_px: float, octaves: int = 4
+) -> np.ndarray:
     """Ridged multifractal noise in [0, 1]: sharp crests (aretes) where band-limited noise crosses zero.
 
     Args:
