@@ -745,7 +745,9 @@ class Augmenter:
         self.sin_idx = [i for i, n in enumerate(low) if "aspect_sin" in n or "eastness" in n]
         self.cos_idx = [i for i, n in enumerate(low) if "aspect_cos" in n or "northness" in n]
         if len(self.sin_idx) != len(self.cos_idx):
-            raise DatasetError(f"aspect layers must come in sin/cos pairs; found sin {self.sin_idx}, cos {self.cos_idx}")
+            raise DatasetError(
+                f"aspect layers must come in sin/cos pairs; found sin {self.sin_idx}, cos {self.cos_idx}"
+            )
         self.deg_idx = [i for i, n in enumerate(low)
                         if n == "aspect" or n.endswith(("_aspect", "/aspect", ":aspect"))]
         self.sun_layers = [self.layers[i] for i, n in enumerate(low) if any(k in n for k in SUN_DEPENDENT_KEYS)]

@@ -222,7 +222,9 @@ def plot_split(split: object, background: str | np.ndarray | None = None, *, max
     ax.set_ylabel("northing, km")
     ax.legend(handles=handles, loc="upper right", fontsize=8)
     p = sp.params
-    ax.set_title(f"Spatially blocked split: {p.get('block_size_m', 0):g} m blocks, {p.get('buffer_m', 0):g} m buffer")
+    ax.set_title(
+        f"Spatially blocked split: {p.get('block_size_m', 0):g} m blocks, {p.get('buffer_m', 0):g} m buffer"
+    )
     return fig
 
 

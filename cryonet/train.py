@@ -35,8 +35,9 @@ Every file is written atomically. The recipe:
   without improvement.
 * **Determinism** seeds for Python, NumPy, torch and the sampler's generator; ``torch.use_deterministic_algorithms``
   (warn-only; the previous setting is restored when :func:`train` returns); augmentation drawn per
-  (seed, epoch, tile). :func:`train` reseeds the global Python, NumPy and torch generators. On CPU the same seed gives the same metrics, and a run
-  resumed from ``last.pt`` ends with the same metrics and weights as an uninterrupted one.
+  (seed, epoch, tile). :func:`train` reseeds the global Python, NumPy and torch generators. On CPU the same seed
+  gives the same metrics, and a run resumed from ``last.pt`` ends with the same metrics and weights as an
+  uninterrupted one.
 * **Checkpoints** hold only tensors and plain containers, so that ``torch.load(..., weights_only=True)`` reads
   them (no pickled classes): model, optimiser, scheduler, scaler, epoch, best score, early-stopping counter,
   history, profile (dict), model and encoder names, layer names, normalisation statistics, split reference and the
