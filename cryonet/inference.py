@@ -69,18 +69,6 @@ class PredictionResult:
     grid: Grid
 
 
-def _device(device: str) -> Any:
-    import torch
-
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -127,6 +115,7 @@ def predict_raster(
     from tqdm.auto import tqdm
 
     from cryonet.datasets import layer_names
+    from cryonet.train import resolve_device
 
     if overlap is None:
         overlap = tile_size // 4
@@ -135,7 +124,7 @@ def predict_raster(
     stride = tile_size - overlap
     names = layer_names(stack_path)
     normalizer.check_layers(names, source=str(stack_path))
-    dev = _device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     weights_np = blend_weights(tile_size)
     weights = torch.from_numpy(weights_np).to(dev)
