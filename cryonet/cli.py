@@ -334,16 +334,16 @@ COMMANDS: list[Command] = [
     ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
      _run_terrain),
     # --- registered commands: issue 4 ---
+    ("train", "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)", _add_train,
+     _run_train),
+    ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate,
+     _run_evaluate),
     ("predict", "predict a whole feature stack with a trained model (class COG on the stack's grid)", _add_predict,
      _run_predict),
     ("outlines", "polygonise a class raster into a GeoPackage, with areas and a reference comparison",
      _add_outlines, _run_outlines),
     ("importance", "grouped permutation importance of a trained run on its test tiles", _add_importance,
      _run_importance),
-    ("train", "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)", _add_train,
-     _run_train),
-    ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate,
-     _run_evaluate),
 ]
 
 
