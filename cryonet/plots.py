@@ -19,7 +19,15 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cryonet.constants import CLASS_COLOURS, CLASS_IDS, CLASSES, LABEL_NODATA, S2_L2A_NODATA, S2_L2A_OFFSET, S2_L2A_SCALE
+from cryonet.constants import (
+    CLASS_COLOURS,
+    CLASS_IDS,
+    CLASSES,
+    LABEL_NODATA,
+    S2_L2A_NODATA,
+    S2_L2A_OFFSET,
+    S2_L2A_SCALE,
+)
 from cryonet.scene import LABEL_LAYERS, Scene
 
 logger = logging.getLogger(__name__)
