@@ -344,3 +344,81 @@ def test_default_scenes_hold_every_class_and_the_regional_contrast():
         assert (twin.layers["lakes"]["type"] == "proglacial").any()
     assert shares["poiqu"] >= 0.10
     assert shares["montblanc"] < shares["poiqu"]
+
+
+# --- physics of the pieces -----------------------------------------------------------------------------------------
+def test_cast_shadow_of_a_wall_matches_geometry():
+    from cryonet.synthetic.optics import cast_shadow
+
+    z = np.zeros((20, 100))
+    z[:, 60:62] = 100.0  # a 100 m high wall running north-south
+    shadow = cast_shadow(z, sun_azimuth_deg=90.0, sun_elevation_deg=45.0)  # sun in the east, 45 deg high
+    # The shadow reaches 100 m / tan(45 deg) = 100 m = 10 cells west of the wall, and nothing lies east of it.
+    row = shadow[10]
+    assert row[51:60].all() and not row[:49].any() and not row[62:].any()
+
+
+def test_illumination_is_one_on_flat_open_ground_and_lower_on_shaded_slopes():
+    from cryonet.synthetic.optics import illumination
+
+    flat = np.zeros((32, 32))
+    assert np.allclose(illumination(flat, 152.0, 48.0), 1.0, atol=1e-6)
+    # A 30 deg slope facing north (away from a southern sun) receives less light than one facing south.
+    x = np.arange(32) * 10.0
+    north_facing = np.tile((x * np.tan(np.radians(30)))[:, None], (1, 32))  # rises towards the south
+    south_facing = north_facing[::-1].copy()
+    e_n = illumination(north_facing, 180.0, 48.0)[:, 8:24, 8:24].mean()
+    e_s = illumination(south_facing, 180.0, 48.0)[:, 8:24, 8:24].mean()
+    assert e_n < 0.75 < 1.1 < e_s
+
+
+def test_coherence_estimator_separates_rock_and_water():
+    from cryonet.synthetic.glaciers import GlacierField
+    from cryonet.synthetic.insar import simulate_pair
+
+    shape = (64, 64)
+    surface = np.full(shape, Surface.BEDROCK, dtype=np.uint8)
+    surface[:, 32:] = Surface.LAKE
+    zeros = np.zeros(shape, dtype=np.float32)
+    field = GlacierField(z=zeros + 3000, surface=surface, classes=np.zeros(shape, np.uint8),
+                         glacier_id=np.zeros(shape, np.int32), lake_id=np.zeros(shape, np.int32), lake_types={},
+                         velocity=zeros, veg_fraction=zeros)
+    ifg = simulate_pair(field, look_azimuth_deg=78.0, rng=np.random.default_rng(0))
+    assert ifg.coherence.shape == (16, 16)
+    # Rock: true coherence 0.85 (+-10 %), estimated from 16 looks. Water: true ~0.04, but a 16-look estimate of
+    # incoherent signals reads about sqrt(pi / 64) = 0.22 (the estimator's known bias).
+    assert 0.7 < np.median(ifg.coherence[:, :7]) < 0.95
+    assert 0.12 < np.median(ifg.coherence[:, 9:]) < 0.35
+    # Phase noise: tight on coherent rock, uniform over water.
+    rock_phase = np.angle(np.exp(1j * (ifg.phase[:, :7] - np.angle(np.exp(1j * ifg.phase[:, :7]).mean()))))
+    assert rock_phase.std() < 0.6 and ifg.phase[:, 9:].std() > 1.4
+
+
+def test_lower_snow_line_grows_the_glaciers():
+    import dataclasses
+
+    from cryonet.synthetic.glaciers import make_glaciers
+    from cryonet.synthetic.terrain import make_terrain
+
+    terrain = make_terrain(POIQU, (320, 320), np.random.default_rng(11))
+    area = {}
+    for ela in (5650.0, 5850.0):
+        region = dataclasses.replace(POIQU, ela_m=ela)
+        field = make_glaciers(region, terrain, np.random.default_rng(12))
+        area[ela] = int(np.isin(field.classes, (1, 2)).sum())
+    assert area[5650.0] > 1.2 * area[5850.0]
+
+
+def test_debris_propensity_controls_debris_cover():
+    import dataclasses
+
+    from cryonet.synthetic.glaciers import make_glaciers
+    from cryonet.synthetic.terrain import make_terrain
+
+    terrain = make_terrain(POIQU, (320, 320), np.random.default_rng(21))
+    share = {}
+    for p in (0.2, 1.0):
+        field = make_glaciers(dataclasses.replace(POIQU, debris_propensity=p), terrain, np.random.default_rng(22))
+        c = field.classes
+        share[p] = (c == 2).sum() / max(1, np.isin(c, (1, 2)).sum())
+    assert share[1.0] > share[0.2] + 0.05

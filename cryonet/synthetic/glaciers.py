@@ -90,7 +90,7 @@ class GlacierField:
     debris_supply: dict[int, float] = field(default_factory=dict)
 
 
-def _blob(shape: tuple[int, int], rr: np.ndarray, cc: np.ndarray, r0: float, c0: float, radius_px: float,
+def _blob(rr: np.ndarray, cc: np.ndarray, r0: float, c0: float, radius_px: float,
           rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of an irregular disk (radius modulated by a few random harmonics) over cells ``rr, cc``."""
     ang = np.arctan2(rr - r0, cc - c0)
@@ -312,9 +312,9 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
             rr = rr_all[r_lo:r_hi, c_lo:c_hi]
             cc = cc_all[r_lo:r_hi, c_lo:c_hi]
             sub_deb = debris[r_lo:r_hi, c_lo:c_hi]
-            blob = _blob(rr.shape, rr, cc, r0, c0, radius, rng) & sub_deb
+            blob = _blob(rr, cc, r0, c0, radius, rng) & sub_deb
             # The cliff faces down-glacier on the pond's up-glacier (higher) side.
-            ring = _blob(rr.shape, rr, cc, r0, c0, radius + 1.5, rng) & ~blob & sub_deb
+            ring = _blob(rr, cc, r0, c0, radius + 1.5, rng) & ~blob & sub_deb
             zz = z[r_lo:r_hi, c_lo:c_hi]
             cliff = ring & (zz > np.median(zz[ring])) if ring.any() else ring
             ice_cliff[r_lo:r_hi, c_lo:c_hi] |= cliff
