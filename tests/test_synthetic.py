@@ -422,3 +422,35 @@ def test_debris_propensity_controls_debris_cover():
         c = field.classes
         share[p] = (c == 2).sum() / max(1, np.isin(c, (1, 2)).sum())
     assert share[1.0] > share[0.2] + 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_default_poiqu_resembles_real_glacier_terrain_and_lakes(realdata):
+    """Against real references: Liligo Glacier debris/clean labels on SRTM (30 m) and the HKH 2020 Sun Koshi lakes."""
+    def smd30(z: np.ndarray, labels: np.ndarray, res: float) -> tuple[float, float, float]:
+        gy, gx = np.gradient(z.astype(np.float64), res)
+        slope = np.degrees(np.arctan(np.hypot(gx, gy)))
+        deb, bg = slope[labels == 2], slope[labels == 0]
+        deb, bg = deb[np.isfinite(deb)], bg[np.isfinite(bg)]
+        return float(deb.mean()), float(bg.mean()), _smd(deb, bg)
+
+    liligo = realdata / "glacierSMBM-liligo"
+    with rasterio.open(liligo / "labels_clean1_debris2_bg0.tif") as src:
+        real_labels = src.read(1)
+    with rasterio.open(liligo / "derived_baltoro_srtm_on_liligo_grid.tif") as src:
+        real_dem = src.read(1)
+    real_deb, real_bg, real_smd = smd30(real_dem, real_labels, 30.0)
+
+    twin = synthesize("poiqu", seed=0, progress=False)
+    n = twin.size // 3 * 3
+    z30 = twin.elevation[:n, :n].reshape(n // 3, 3, n // 3, 3).mean(axis=(1, 3))  # 30 m, like SRTM
+    syn_deb, syn_bg, syn_smd = smd30(z30, twin.classes[1:n:3, 1:n:3], 30.0)
+    assert abs(syn_deb - real_deb) < 8.0, (syn_deb, real_deb)  # debris tongues are gentle (~12 deg at Liligo)
+    assert abs(syn_bg - real_bg) < 10.0, (syn_bg, real_bg)  # surrounding terrain is steep (~35 deg)
+    assert syn_smd > 0.5 * real_smd, (syn_smd, real_smd)
+
+    lakes = gpd.read_file(realdata / "hkh-glacial-lakes" / "derived_HKH_2020_SunKoshi_Poiqu.geojson")
+    proglacial = twin.layers["lakes"].query("type == 'proglacial'")["area_km2"]
+    assert len(proglacial) >= 1
+    assert proglacial.between(lakes["Area"].min(), lakes["Area"].max()).all(), (proglacial, lakes["Area"].describe())

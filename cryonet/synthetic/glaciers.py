@@ -271,12 +271,12 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
         deb_len = float(np.ptp(terrain.pt_s[np.flatnonzero((terrain.pt_line == li) & debris_pt)]))
         # Moraine-dammed lakes are elongated along the valley (the tongue has downwasted and retreated up it).
         width_t = 2 * float(terrain.pt_halfwidth[t])
-        length = float(np.clip(rng.uniform(0.2, 0.4) * deb_len, min(1.5 * width_t, 0.4 * deb_len), 2000.0))
+        length = float(np.clip(rng.uniform(0.1, 0.25) * deb_len, min(1.2 * width_t, 0.3 * deb_len), 2000.0))
         s_cell = terrain.pt_s[nearest]
         on_line = terrain.pt_line[nearest] == li
         x = (s_cell - (s_t - length / 2)) / (length / 2)  # -1 .. 1 along the lake
         across = dist / np.maximum(half, 1.0)
-        edge = 0.85 * np.sqrt(np.clip(1 - x**2, 0, 1)) * (1 + 0.15 * wobble)
+        edge = 0.75 * np.sqrt(np.clip(1 - x**2, 0, 1)) * (1 + 0.15 * wobble)
         lake = on_line & (np.abs(x) <= 1) & (across <= edge) & (ice | floor_cell)
         if lake.sum() < 8:
             continue
