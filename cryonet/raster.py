@@ -124,6 +124,13 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.io.DatasetRea
         src.close()
 
 
+def _default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (0o666 minus the process umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -138,6 +145,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates files readable by the owner only; give the result the usual umask-based mode
+        os.chmod(tmp_path, _default_file_mode())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,14 +148,9 @@ class Scene:
 
     def save(self) -> Path:
         """Write ``scene.json`` atomically and return its path."""
+        from cryonet.raster import atomic_path
+
         path = Path(self.root) / SCENE_FILE
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".scene.", suffix=".json.tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path

@@ -528,3 +528,24 @@ def test_realdata_rasterize_hef_area(realdata):
     labels = raster.rasterize_polygons({"clean_ice": hef}, grid)
     area_km2 = (labels == 1).sum() * res * res / 1e6
     assert abs(area_km2 - 8.036) / 8.036 < 0.01
+
+
+def test_atomic_outputs_get_umask_mode(tmp_path):
+    """Files written atomically are readable like any other new file (mkstemp alone would give 0600)."""
+    import os
+
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from cryonet.raster import Grid, write_raster
+    from cryonet.scene import Scene
+
+    old = os.umask(0o022)
+    try:
+        grid = Grid(CRS.from_epsg(32645), from_origin(0, 100, 10, 10), 4, 4)
+        p = write_raster(tmp_path / "a.tif", np.zeros((4, 4), "float32"), grid)
+        assert (p.stat().st_mode & 0o777) == 0o644
+        scene = Scene(tmp_path, "poiqu", {}, p, p, p, None, 0.0, 0.0)
+        assert (scene.save().stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
