@@ -801,3 +801,101 @@ def plot_class_scores(
     if title:
         ax.set_title(title)
     return fig
+
+
+# --- book: transfer to the Alps (chapter 6) -------------------------------------------------------------------------
+def plot_layer_shift(
+    source: pd.DataFrame,
+    target: pd.DataFrame,
+    diagnostics: pd.DataFrame,
+    *,
+    layers: tuple[str, ...] = ("elevation", "slope", "coherence", "B8", "ndsi"),
+    names: tuple[str, str] = ("source", "target"),
+    title: str | None = None,
+) -> Figure:
+    """Distributions of a few layers in two regions (top) and the shift per layer group (bottom).
+
+    Args:
+        source: Pixel sample of the source region (:func:`cryonet.transfer.sample_layers`), one column per layer.
+        target: Pixel sample of the target region, same columns.
+        diagnostics: :func:`cryonet.transfer.shift_diagnostics` of the two (rows with ``class == "all"`` used).
+        layers: Layers whose histograms are drawn (those missing from the samples are skipped).
+        names: Labels of the two regions.
+        title: Figure title.
+
+    Returns:
+        The figure: one histogram panel per layer (density, physical units, the layer's Wasserstein distance in
+        the panel title) and a bar chart of the mean Wasserstein distance per layer group, in source standard
+        deviations.
+    """
+    shown = [lay for lay in layers if lay in source.columns and lay in target.columns]
+    if not shown:
+        raise ValueError(f"plot_layer_shift: none of the layers {layers} is in the samples")
+    diag = diagnostics[diagnostics["class"] == "all"] if "class" in diagnostics.columns else diagnostics
+    diag = diag.set_index("layer")
+    fig = plt.figure(figsize=(3.0 * max(len(shown), 3), 7.0), constrained_layout=True)
+    gs = fig.add_gridspec(2, len(shown), height_ratios=[1.0, 1.1])
+    for k, lay in enumerate(shown):
+        ax = fig.add_subplot(gs[0, k])
+        a = source[lay].to_numpy(float)
+        b = target[lay].to_numpy(float)
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        lo, hi = np.percentile(np.concatenate([a, b]), [0.5, 99.5])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 50)
+        ax.hist(a, bins=bins, density=True, alpha=0.55, color="#1f77b4", label=names[0])
+        ax.hist(b, bins=bins, density=True, alpha=0.55, color="#d62728", label=names[1])
+        w = diag.loc[lay, "wasserstein"] if lay in diag.index else float("nan")
+        ax.set_title(f"{lay}\nW = {w:.2f} source sd", fontsize=9)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7)
+    ax = fig.add_subplot(gs[1, :])
+    by_group = diag.groupby("group", sort=False)["wasserstein"].agg(["mean", "max"])
+    by_group = by_group.sort_values("mean", ascending=False)
+    x = np.arange(len(by_group))
+    ax.bar(x - 0.2, by_group["mean"], 0.4, label="mean over the group's layers", color="#7570b3")
+    ax.bar(x + 0.2, by_group["max"], 0.4, label="most shifted layer", color="#d95f02", alpha=0.7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(by_group.index, fontsize=9)
+    ax.set_ylabel("Wasserstein distance\n(source standard deviations)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"distribution shift {names[0]} → {names[1]} per layer group", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_fewshot(
+    reference: object,
+    predictions: dict[str, object],
+    *,
+    block: rasterio.windows.Window,
+    exclusion: rasterio.windows.Window | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Error maps of several predictions of one scene with the fine-tuning block (and its buffer) outlined.
+
+    Args:
+        reference: Label raster path (or a full-grid array).
+        predictions: Label -> predicted class raster path (or array), e.g. transferred and fine-tuned.
+        block: Pixel window of the labelled fine-tuning block (drawn solid).
+        exclusion: The block grown by its buffer, never scored (drawn dashed).
+        title: Figure title.
+
+    Returns:
+        The figure of :func:`plot_error_maps` (pixel coordinates) with the windows outlined on every panel.
+    """
+    from matplotlib.patches import Rectangle
+
+    fig = plot_error_maps(reference, predictions, ncols=len(predictions) + 1, title=title)
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.images:
+            continue
+        ax.add_patch(Rectangle((block.col_off, block.row_off), block.width, block.height, fill=False,
+                               edgecolor="black", linewidth=1.5))
+        if exclusion is not None:
+            ax.add_patch(Rectangle((exclusion.col_off, exclusion.row_off), exclusion.width, exclusion.height,
+                                   fill=False, edgecolor="black", linewidth=1.0, linestyle="--"))
+    return fig

@@ -23,6 +23,11 @@ Every file is written atomically. The recipe:
   skipped), the blocked split of ``profile.split``, at most ``profile.max_train_tiles`` training tiles (seeded
   subset), normalisation fitted on the training tiles, flips/rotations with consistent aspect layers
   (:class:`cryonet.datasets.Augmenter`, mode ``"full"``).
+* **Fine-tuning** (transfer, :mod:`cryonet.transfer`): ``init_checkpoint=`` starts from a source run's weights
+  (same model, encoder and layers), ``normalizer=`` reuses given statistics instead of fitting them,
+  ``tile_split=`` uses a given split (e.g. a small labelled block of the target region) instead of making one.
+  Resume works as for any run: ``last.pt`` holds the weights, ``split.json`` and ``normalizer.json`` the stored
+  data choices.
 * **Loss** cross-entropy with inverse-square-root-frequency class weights from the training tiles
   (:func:`cryonet.datasets.class_weights`), ``ignore_index=255``, plus ``profile.dice_weight`` times smp's
   multiclass Dice loss (``ignore_index=255``).
@@ -462,12 +467,21 @@ def _make_scheduler(
 
 def _prepare_data(
     stack_path: Path, labels_path: Path, prof: Any, d: _Dist, resume_split: Path | None,
-    stored_norm: dict[str, Any] | None, progress: bool,
+    stored_norm: dict[str, Any] | None, progress: bool, given_split: Split | None = None,
 ) -> tuple[Split, Normalizer, list[str]]:
     layers = layer_names(stack_path)
     tile = int(prof.tile_size)
     if resume_split is not None:
         split = Split.load(resume_split)
+    elif given_split is not None:
+        split = given_split  # used as given: no tile cap, no new blocks
+        sizes = {t.size for s in split.tiles.values() for t in s}
+        if sizes - {tile}:
+            raise ValueError(f"the given split has tiles of {sorted(sizes)} px but the profile's tile_size is {tile}; "
+                             "make the split with the profile's tile size.")
+        if tuple(split.shape) != Grid.from_file(stack_path).shape:
+            raise ValueError(f"the given split was made on a {tuple(split.shape)} raster, but {stack_path} has "
+                             f"shape {Grid.from_file(stack_path).shape}; make the split on this stack.")
     else:
         stride = int(prof.tile_stride)
         grid = Grid.from_file(stack_path)
@@ -507,6 +521,51 @@ def _prepare_data(
     return split, norm, layers
 
 
+def _given_split(split: Split | str | os.PathLike[str] | None) -> Split | None:
+    """A :class:`Split` from itself or the path of a ``split.json`` (or of a run directory holding one)."""
+    if split is None or isinstance(split, Split):
+        return split
+    path = Path(split)
+    return Split.load(path / "split.json" if path.is_dir() else path)
+
+
+def _given_normalizer(normalizer: Normalizer | str | os.PathLike[str] | None) -> Normalizer | None:
+    """A :class:`Normalizer` from itself, a ``normalizer.json``, a run directory or a checkpoint file."""
+    if normalizer is None or isinstance(normalizer, Normalizer):
+        return normalizer
+    path = Path(normalizer)
+    if path.is_dir() and (path / "normalizer.json").is_file():
+        return Normalizer.load(path / "normalizer.json")
+    if path.suffix == ".json":
+        return Normalizer.load(path)
+    return Normalizer.from_dict(load_checkpoint(path)["normalizer"])
+
+
+def _load_init_weights(
+    init_checkpoint: str | os.PathLike[str], model: str, encoder: str, layers: list[str]
+) -> tuple[dict[str, torch.Tensor], Path]:
+    """Model weights of a source run to start from; its model, encoder and layers must equal this run's."""
+    path = checkpoint_path(init_checkpoint)
+    src = load_checkpoint(path)
+    found = (src["model"], src["encoder"], list(src["layers"]))
+    if found != (model, encoder, list(layers)):
+        diffs = [f"{what}: checkpoint {a!r}, this run {b!r}" for what, a, b in
+                 zip(("model", "encoder", "layers"), found, (model, encoder, list(layers)), strict=True) if a != b]
+        raise ValueError(
+            f"{path}: cannot initialise from this checkpoint; the architecture or the input layers differ "
+            f"({'; '.join(diffs)}). Fine-tune with the source run's model and encoder on a stack built with the "
+            "same layers (build_stack(..., like=SOURCE_STACK))."
+        )
+    return src["model_state"], path
+
+
+def _normalizer_source(run_dir: Path, resumed: bool, given: bool) -> str:
+    """Where the run's normalisation statistics came from (kept from ``run.json`` when resuming)."""
+    if resumed and (run_dir / "run.json").is_file():
+        return str(json.loads((run_dir / "run.json").read_text()).get("normalizer_source", "stored"))
+    return "given" if given else "fitted on the training tiles"
+
+
 def train(
     stack_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
@@ -519,6 +578,9 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    init_checkpoint: str | os.PathLike[str] | None = None,
+    normalizer: Normalizer | str | os.PathLike[str] | None = None,
+    tile_split: Split | str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train a model on a stack + labels; write the run directory (see module docstring).
@@ -536,6 +598,18 @@ def train(
         stop_after: Stop (without marking the run finished) after this epoch (1-based), as if the job had been
             killed then; resume later with ``resume=True``.
         callback: Called as ``callback(epoch, row)`` after each epoch's checkpoint is written (rank 0).
+        init_checkpoint: Start from the model weights of this checkpoint (a run directory: its ``best.pt``, else
+            ``last.pt``), e.g. to fine-tune a source region's model on a target region. Its model, encoder and
+            layer names must equal this run's (``ValueError`` otherwise). Only the weights are taken: optimiser,
+            schedule and epoch counter start afresh. Ignored when resuming (``last.pt`` holds the weights).
+        normalizer: Use these normalisation statistics (a :class:`~cryonet.datasets.Normalizer`, a
+            ``normalizer.json``, a run directory or a checkpoint) instead of fitting them on the training tiles;
+            e.g. the source run's statistics when fine-tuning on a target region. Written to the run's
+            ``normalizer.json`` unchanged.
+        tile_split: Use this split (a :class:`~cryonet.datasets.Split`, a ``split.json`` or a run directory)
+            instead of making one from ``profile.split``; its tiles are used as given (no ``max_train_tiles``
+            cap). Its tile size must equal ``profile.tile_size``; ``train`` and ``val`` must not be empty (``test``
+            may be). (Named ``tile_split`` because ``split=`` is the profile override of the split geometry.)
         **overrides: Profile fields to replace (e.g. ``epochs=3, encoder="resnet18"``).
 
     Returns:
@@ -570,10 +644,16 @@ def train(
         encoder = models.resolve_encoder(model, getattr(prof, "encoder", None))
         _seed_everything(seed, dev)
 
+        given_norm = _given_normalizer(normalizer) if ckpt is None else None
         split, norm, layers = _prepare_data(
             stack_path, labels_path, prof, d, run_dir / "split.json" if ckpt is not None else None,
-            ckpt["normalizer"] if ckpt is not None else None, progress,
+            ckpt["normalizer"] if ckpt is not None else (given_norm.to_dict() if given_norm is not None else None),
+            progress, given_split=_given_split(tile_split) if ckpt is None else None,
         )
+        if ckpt is not None:
+            init_ref = ckpt.get("init_checkpoint")  # a resumed run keeps its own weights (last.pt)
+        else:
+            init_ref = str(checkpoint_path(init_checkpoint)) if init_checkpoint is not None else None
         if d.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is None:
@@ -585,7 +665,8 @@ def train(
                 "stack": str(stack_path.resolve()), "labels": str(labels_path.resolve()), "layers": layers,
                 "split": "split.json", "split_sha256": _sha256(run_dir / "split.json"),
                 "split_summary": split.summary(), "device": str(dev), "world_size": d.world,
-                "torch": torch.__version__,
+                "torch": torch.__version__, "init_checkpoint": init_ref,
+                "normalizer_source": _normalizer_source(run_dir, ckpt is not None, given_norm is not None),
             })
 
         weights = class_weights(split.class_counts("train"), power=float(_setting(prof, "class_weight_power")))
@@ -606,7 +687,12 @@ def train(
             torch.utils.data.Subset(val_ds, val_idx), batch_size=bs, shuffle=False, num_workers=workers
         )
 
-        net = models.create(model, in_channels=len(layers), classes=len(CLASSES), encoder=encoder).to(dev)
+        net = models.create(model, in_channels=len(layers), classes=len(CLASSES), encoder=encoder)
+        if ckpt is None and init_checkpoint is not None:
+            init_state, init_path = _load_init_weights(init_checkpoint, model, encoder, layers)
+            net.load_state_dict(init_state)
+            logger.info("initialised %s from %s", run_dir, init_path)
+        net = net.to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=float(prof.lr), weight_decay=float(prof.weight_decay))
         epochs = int(prof.epochs)
         steps = max(1, len(train_dl))
@@ -733,6 +819,7 @@ def train(
                 "labels": str(labels_path.resolve()),
                 "rng": _rng_state(sampler_gen),
                 "world_size": d.world,
+                "init_checkpoint": init_ref,
             }
             if d.main:
                 save_checkpoint(last, state)
