@@ -849,7 +849,7 @@ def plot_layer_shift(
         ax.set_yticks([])
         ax.tick_params(labelsize=7)
         if k == 0:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="best")
     ax = fig.add_subplot(gs[1, :])
     by_group = diag.groupby("group", sort=False)["wasserstein"].agg(["mean", "max"])
     by_group = by_group.sort_values("mean", ascending=False)
