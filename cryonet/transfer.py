@@ -729,7 +729,8 @@ def fewshot_finetune(
     ``lr x lr_factor``, no early stopping, no tile cap, ``seed``); predict the target with the **last** epoch's
     weights; score that prediction and the transferred one on the same pixels: everything outside the block's
     exclusion window (:func:`score_prediction`). A run already in ``out_dir`` with the same settings, block and
-    source, newer than its inputs, is reused (resumed if interrupted) unless ``retrain``.
+    source, newer than its inputs, is reused (resumed if interrupted; its prediction too, when newer than its
+    checkpoint) unless ``retrain``.
 
     Args:
         source_run: Source training run (directory) or checkpoint.
@@ -810,8 +811,12 @@ def fewshot_finetune(
     else:
         train(target_stack, target_labels, out, model=info["model"], profile=wanted, resume=True, device=device,
               progress=progress)
-    pred = predict_checkpoint(out / "last.pt", target_stack, out / "prediction.tif", device=device, cog=True,
-                              progress=progress, batch_size=int(ft_prof.batch_size))
+    pred_path = out / "prediction.tif"
+    if status == "reused" and pred_path.is_file() and pred_path.stat().st_mtime >= (out / "last.pt").stat().st_mtime:
+        logger.info("%s: reusing the prediction of the finished fine-tuning run", pred_path)
+    else:
+        pred_path = predict_checkpoint(out / "last.pt", target_stack, pred_path, device=device, cog=True,
+                                       progress=progress, batch_size=int(ft_prof.batch_size)).labels
     if transferred_prediction is None:
         transferred_prediction = predict_checkpoint(src_ckpt, target_stack, out / "prediction_source.tif",
                                                     device=device, cog=True, progress=progress,
@@ -819,7 +824,7 @@ def fewshot_finetune(
     etile = int(eval_tile or tile)
     kw = {"tile_size": etile, "exclude": block.exclusion, "n_boot": n_boot, "alpha": alpha, "seed": int(seed),
           "progress": progress}
-    fin = score_prediction(pred.labels, target_stack, target_labels, **kw)
+    fin = score_prediction(pred_path, target_stack, target_labels, **kw)
     tra = score_prediction(transferred_prediction, target_stack, target_labels, **kw)
     assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
     gain = paired_difference(fin["cm_tiles"], tra["cm_tiles"], lambda m: metrics.summary(m)["miou_glacier"],
@@ -831,7 +836,7 @@ def fewshot_finetune(
         if src_test is not None else float("nan")
     result = {
         "block": block.to_dict(), "status": status, "n_tiles": int(n_tiles), "epochs": epochs, "lr": ft_prof.lr,
-        "source_run": str(run), "checkpoint": str(out / "last.pt"), "prediction": pred.labels,
+        "source_run": str(run), "checkpoint": str(out / "last.pt"), "prediction": pred_path,
         "transferred_prediction": Path(transferred_prediction), "finetuned": fin, "transferred": tra,
         "gain": {"estimate": gain[0], "low": gain[1], "high": gain[2], "metric": "miou_glacier"},
         "source_test": src_test, "recovered": rec, "min_drop": MIN_DROP,
