@@ -672,3 +672,51 @@ def train_or_reuse(
                        progress=progress)
     logger.info("%s %s in %.0f s", model, status, time.perf_counter() - t0)
     return result, status
+
+
+def train_step_seconds(
+    model: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    encoder: str | None = None,
+    steps: int = 3,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """Median wall time of one training step (forward, cross-entropy, backward, AdamW step) on one batch, seconds.
+
+    One warm-up step is run first and not timed. Used to compare the models' training cost in one run on one
+    machine, where the epoch times recorded in the run histories may come from different moments (and loads).
+
+    Args:
+        model: Model name (:data:`cryonet.models.MODEL_NAMES`).
+        x: ``(N, layers, rows, cols)`` float32 normalised batch.
+        y: ``(N, rows, cols)`` int64 labels (255 ignored).
+        encoder: Encoder override (as in :func:`cryonet.models.create`).
+        steps: Timed steps.
+        lr: AdamW learning rate.
+        seed: Seed of the initialisation.
+
+    Returns:
+        The median seconds per step.
+    """
+    import torch
+
+    from cryonet import models
+
+    torch.manual_seed(seed)
+    net = models.create(model, in_channels=x.shape[1], encoder=encoder).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=LABEL_NODATA)
+    xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xb), yb)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))

@@ -203,3 +203,12 @@ def test_train_or_reuse_and_score_run_reproduces_evaluate(tmp_path):
     np.testing.assert_array_equal(res["confusion_matrix"], np.asarray(ev["confusion_matrix"]))
     assert res["n_tiles"] == ev["n_tiles"] and res["model"] == "unet" and res["encoder"] == "resnet18"
     assert res["ci"]["miou_glacier"]["low"] == pytest.approx(ev["ci"]["miou_glacier"]["low"])
+
+
+def test_train_step_seconds_runs_a_real_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 4, (2, 32, 32)).astype(np.int64)
+    y[0, 0, 0] = LABEL_NODATA
+    s = B.train_step_seconds("unet", x, y, encoder="resnet18", steps=2)
+    assert 0 < s < 30
