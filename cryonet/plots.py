@@ -623,6 +623,11 @@ def _region_extent(split: object | None, window: rasterio.windows.Window | None,
     return (left / 1000, right / 1000, bottom / 1000, top / 1000), tr
 
 
+def _panel_width(shape: tuple[int, int], height: float = 4.9) -> float:
+    """Width in inches of a map panel of ``height`` inches for a region of ``shape`` (rows, cols), with its axes."""
+    return float(np.clip(height * shape[1] / max(shape[0], 1) + 1.3, 2.6, 6.0))
+
+
 def _draw_tiles(ax: plt.Axes, split: object | None, name: str) -> None:
     if split is None:
         return
@@ -676,7 +681,8 @@ def plot_prediction(
     arrays, shape = _region_arrays({"reference": reference, "prediction": prediction}, window)
     extent, _ = _region_extent(split, window, shape)
     errors = error_map(arrays["reference"], arrays["prediction"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), constrained_layout=True)
+    width = _panel_width(shape)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * width, 5.4), constrained_layout=True)
     _show_classes(axes[0], arrays["reference"], extent)
     axes[0].set_title("reference labels")
     _show_classes(axes[1], arrays["prediction"], extent)
@@ -705,7 +711,7 @@ def plot_error_maps(
     window: rasterio.windows.Window | None = None,
     split: object | None = None,
     split_name: str = "test",
-    ncols: int = 3,
+    ncols: int | None = None,
     title: str | None = None,
 ) -> Figure:
     """The reference and the error map of several models' predictions over one region, one panel each.
@@ -716,7 +722,7 @@ def plot_error_maps(
         window: Region to show; default the whole raster.
         split: The split (map coordinates and tile outlines), or None for pixel coordinates.
         split_name: Which tiles to outline.
-        ncols: Panels per row.
+        ncols: Panels per row (default: all in one row for a region at least twice as tall as wide, else 3).
         title: Figure title.
 
     Returns:
@@ -728,10 +734,12 @@ def plot_error_maps(
     ref = arrays.pop("__reference__")
     extent, _ = _region_extent(split, window, shape)
     n = len(arrays) + 1
+    if ncols is None:
+        ncols = n if shape[0] >= 2 * shape[1] else 3
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 4.9 * nrows + 0.6), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(_panel_width(shape) * ncols, 4.9 * nrows + 0.6),
+                             constrained_layout=True, squeeze=False)
     flat = axes.ravel()
     _show_classes(flat[0], ref, extent)
     flat[0].set_title("reference labels")
