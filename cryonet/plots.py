@@ -711,7 +711,7 @@ def plot_error_maps(
     window: rasterio.windows.Window | None = None,
     split: object | None = None,
     split_name: str = "test",
-    ncols: int | None = None,
+    ncols: int = 3,
     title: str | None = None,
 ) -> Figure:
     """The reference and the error map of several models' predictions over one region, one panel each.
@@ -722,7 +722,7 @@ def plot_error_maps(
         window: Region to show; default the whole raster.
         split: The split (map coordinates and tile outlines), or None for pixel coordinates.
         split_name: Which tiles to outline.
-        ncols: Panels per row (default: all in one row for a region at least twice as tall as wide, else 3).
+        ncols: Panels per row.
         title: Figure title.
 
     Returns:
@@ -734,8 +734,6 @@ def plot_error_maps(
     ref = arrays.pop("__reference__")
     extent, _ = _region_extent(split, window, shape)
     n = len(arrays) + 1
-    if ncols is None:
-        ncols = n if shape[0] >= 2 * shape[1] else 3
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(_panel_width(shape) * ncols, 4.9 * nrows + 0.6),
