@@ -871,7 +871,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the run's best model on one split of its tiles; write ``RUN/metrics_<split>.json``.
 
-    The confusion matrices of the split's tiles (label 255 and pixels with a NaN layer ignored) are summed into
+    The confusion matrices of the split's tiles (label 255 and pixels with more than half their layers NaN ignored,
+    as in training: :func:`cryonet.datasets.invalid_pixels`) are summed into
     one matrix, from which :func:`cryonet.metrics.summary` and :func:`cryonet.metrics.class_metrics` are computed;
     percentile bootstrap intervals resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
 
