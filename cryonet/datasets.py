@@ -424,16 +424,22 @@ def _assign_blocks(
     block_tiles: dict[tuple[int, int], int],
     fractions: dict[str, float],
     rng: np.random.Generator,
+    reach: int = 1,
 ) -> dict[tuple[int, int], str]:
     """Seeded, class-stratified assignment of blocks to splits.
 
     1. Presence, rarest class first: while a split lacks a class that some unassigned block holds, it gets one such
-       block, drawn at random (train first, then test, then validation).
+       block, drawn at random among the blocks holding at least a quarter of the largest free holding of the class
+       (train first, then test, then validation).
     2. Proportions: the remaining blocks, those holding the largest share of some class first (ties in seeded
        random order), each go to the split that minimises the squared deviation of every class's share (each
        class weighing the same, so that rare lakes count as much as background) and of the tile share from the
        target fractions. This is the greedy of scikit-learn's ``StratifiedGroupKFold``, with blocks as groups;
        hand-written because that class makes equal-size folds, not 70/15/15 splits.
+
+    Validation and test blocks are kept at least ``reach + 1`` blocks apart (Chebyshev distance) wherever another
+    choice exists: the buffer of :func:`make_split` drops every validation tile near a test tile, so a validation
+    block between two test blocks would lose all its tiles, and with them the rare classes it was chosen for.
     """
     keys = list(block_counts)
     order = rng.permutation(len(keys))
@@ -451,6 +457,14 @@ def _assign_blocks(
         assign[k] = split
         sums[names.index(split)] += mass[k]
 
+    rival = {"val": "test", "test": "val"}
+
+    def clashes(k: tuple[int, int], split: str) -> bool:
+        """Whether block ``k`` in ``split`` would sit within ``reach`` blocks of a block of the rival held-out split."""
+        other = rival.get(split)
+        return other is not None and any(
+            s == other and max(abs(k[0] - q[0]), abs(k[1] - q[1])) <= reach for q, s in assign.items())
+
     # 1. presence of every class in every split, rarest class first
     for cls in np.argsort(total[:-1], kind="stable"):
         if total[cls] == 0:
@@ -462,17 +476,28 @@ def _assign_blocks(
             free = [k for k in holders if k not in assign]
             if not free:
                 break
-            put(free[int(rng.integers(len(free)))], split)
+            apart = [k for k in free if not clashes(k, split)] or free
+            # a block with a few stray pixels of the class would satisfy "presence" but not let a split learn or
+            # score it: draw among the blocks holding at least a quarter of the largest free holding
+            most = max(block_counts[k][cls] for k in apart)
+            pool = [k for k in apart if block_counts[k][cls] >= 0.25 * most]
+            put(pool[int(rng.integers(len(pool)))], split)
     # 2. proportions: greedy, most "class-concentrated" blocks first
     rest = [k for k in keys if k not in assign]
     rest.sort(key=lambda k: -float(np.max(mass[k][present] / total[present])))  # stable: seeded order breaks ties
     for k in rest:
         costs = []
         for i in range(len(names)):
+            if clashes(k, names[i]):
+                costs.append(math.inf)
+                continue
             trial = sums.copy()
             trial[i] += mass[k]
             share = trial[:, present] / total[present]  # (splits, classes + tiles)
             costs.append(float(((share - target[:, None]) ** 2).sum()))
+        if not np.isfinite(min(costs)):  # no training split to fall back on: keep the proportions instead
+            costs = [float(((np.vstack([sums[j] + (mass[k] if j == i else 0) for j in range(len(names))])[:, present]
+                             / total[present] - target[:, None]) ** 2).sum()) for i in range(len(names))]
         put(k, names[int(np.argmin(costs))])
     return assign
 
@@ -521,7 +546,12 @@ def make_split(
         block_counts[key] = block_counts.get(key, np.zeros(NUM_CLASSES, dtype=np.int64)) + np.asarray(t.class_counts)
         block_tiles[key] = block_tiles.get(key, 0) + 1
     rng = np.random.default_rng(seed)
-    assign = _assign_blocks(block_counts, block_tiles, fractions, rng)
+    # A tile belongs to the block holding its centre, so it reaches up to half a tile beyond that block: tiles of
+    # blocks d apart (Chebyshev) can come within (d - 1) * block - tile of each other, and the buffer drops them
+    # when that is <= buffer_m. ``reach`` is the largest such d.
+    tile_m = max((t.size for t in tiles), default=0) * max(res)
+    reach = max(1, int(math.floor(1 + (tile_m + buffer_m) / block_size_m)))
+    assign = _assign_blocks(block_counts, block_tiles, fractions, rng, reach=reach)
     raw = {s: [t for t, k in zip(tiles, block_of, strict=True) if assign[k] == s] for s in SPLITS}
 
     # buffer: drop lower-precedence tiles near higher-precedence ones (test > val > train)

@@ -182,6 +182,35 @@ def test_split_is_stratified_seeded_and_round_trips(split_setup, tmp_path):
     assert row.geometry.bounds == pytest.approx((x0, y0 - 320, x0 + 320, y0))
 
 
+def test_block_assignment_gives_every_split_a_real_share_and_keeps_val_apart_from_test():
+    from cryonet.datasets import _assign_blocks
+
+    # 6 x 6 blocks of background and ice; lakes in four blocks, one of which holds only 5 stray pixels
+    counts = {(i, j): np.array([900, 100, 0, 0]) for i in range(6) for j in range(6)}
+    lakes = {(1, 1): 1000, (1, 2): 5, (1, 3): 900, (4, 4): 800}
+    for k, n in lakes.items():
+        counts[k] = counts[k] + np.array([0, 0, 0, n])
+    tiles = dict.fromkeys(counts, 4)
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    for seed in range(20):
+        assign = _assign_blocks(counts, tiles, fractions, np.random.default_rng(seed), reach=1)
+        lake_of = {s: sum(counts[k][3] for k, v in assign.items() if v == s) for s in ("train", "val", "test")}
+        assert min(lake_of.values()) >= 800, (seed, lake_of)  # never just the 5 stray pixels
+        val = [k for k, v in assign.items() if v == "val"]
+        test = [k for k, v in assign.items() if v == "test"]
+        gaps = [max(abs(a[0] - b[0]), abs(a[1] - b[1])) for a in val for b in test]
+        assert min(gaps) >= 2, (seed, sorted(val), sorted(test))  # the buffer will not eat a validation block
+
+
+def test_split_keeps_validation_blocks_clear_of_test_blocks(split_setup):
+    _, _, tiles, grid = split_setup
+    for seed in range(3):
+        split = make_split(tiles, grid, block_size_m=640.0, buffer_m=150.0, seed=seed)
+        assert split.dropped["val"] == 0, (seed, split.dropped)
+        blocks = {s: [tuple(map(int, k.split(","))) for k, v in split.blocks.items() if v == s] for s in ("val", "test")}
+        assert min(max(abs(a[0] - b[0]), abs(a[1] - b[1])) for a in blocks["val"] for b in blocks["test"]) >= 2
+
+
 def test_split_load_bad_file(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text("{}")
