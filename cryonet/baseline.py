@@ -10,10 +10,11 @@ the CNN's own spatial split** (``RUN/split.json``) and scored on **exactly the s
 tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
 Overlapping test tiles count their shared pixels once per tile, as in :func:`cryonet.train.evaluate`.
 
-The same scoring loop (:func:`score_tiles`) takes any batch predictor, so a trained CNN run can be scored tile by
-tile too (:func:`score_run`): that gives the per-tile confusion matrices from which per-class bootstrap intervals
-(:func:`class_intervals`) are computed for every model, and its summed matrix equals the one
-:func:`cryonet.train.evaluate` writes (same tiles, same batches, same model).
+The scoring loop (:func:`score_tiles`) takes any batch predictor. A trained CNN run is **not** scored here: its
+one scorer is :func:`cryonet.train.evaluate`, which keeps the per-tile confusion matrices
+(``RUN/cm_tiles_<split>.npy``) and the per-class intervals (:func:`cryonet.metrics.class_intervals`), and whose
+result carries the same keys as that of :func:`evaluate_pixel_classifier`, so either can go into
+:func:`comparison_table` and :func:`paired_difference`.
 
 Layers are chosen by family (``groups``, names of :data:`cryonet.constants.LAYER_GROUPS`) from the stack's sidecar
 table ``STACK.layers.csv`` (column ``group``), so the baseline can also be fitted on other families for comparison.
@@ -37,14 +38,14 @@ from rasterio.windows import Window
 from cryonet import metrics
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
 from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels, read_layer_table, sidecar_path
+# re-exported: they lived here before moving to cryonet.metrics (cryonet.transfer and the chapters use these names)
+from cryonet.metrics import CLASS_SCORES, class_intervals
 from cryonet.raster import open_raster
 
 logger = logging.getLogger(__name__)
 
 #: Estimators :func:`pixel_classifier` can fit.
 ESTIMATORS: tuple[str, ...] = ("random_forest", "logistic")
-#: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
-CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
 
 EstimatorName = Literal["random_forest", "logistic"]
 #: A batch predictor: ``(N, layers, rows, cols)`` float32 in physical units (NaN = missing) -> ``(N, rows, cols)``
@@ -317,7 +318,7 @@ def pixel_classifier(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# tile-wise scoring (pixel classifier and CNN runs alike)
+# tile-wise scoring of a batch predictor (the pixel classifier; CNN runs: cryonet.train.evaluate)
 # --------------------------------------------------------------------------------------------------------------------
 def score_tiles(
     predict: BatchPredictor,
@@ -364,30 +365,6 @@ def score_tiles(
             for (_, y), p in zip(pairs, pred, strict=True):
                 cms.append(metrics.confusion_matrix(y, p, num_classes=len(CLASSES)))
     return np.stack(cms), seconds
-
-
-def model_predictor(run_dir: str | os.PathLike[str], device: str = "auto") -> tuple[BatchPredictor, dict[str, Any]]:
-    """A batch predictor of a trained run's best model, as :func:`cryonet.train.evaluate` applies it.
-
-    The run's normalisation turns NaN into 0 after standardising; on CUDA the forward pass runs under float16
-    autocast, as in the evaluation.
-
-    Returns:
-        ``(predict, meta)`` with ``meta`` from :func:`cryonet.train.load_model`.
-    """
-    import torch
-
-    from cryonet.train import load_model, resolve_device
-
-    dev = resolve_device(device)
-    model, norm, meta = load_model(run_dir, device=dev)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        xb = torch.from_numpy(np.stack([norm.apply(xi) for xi in x])).to(dev)
-        with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
-            return model(xb).float().argmax(1).cpu().numpy()
-
-    return predict, meta
 
 
 def _result(cms: np.ndarray, *, n_boot: int, alpha: float, seed: int, **info: Any) -> dict[str, Any]:
@@ -439,7 +416,7 @@ def evaluate_pixel_classifier(
     Returns:
         Dict with ``model`` (the classifier's name), ``split``, ``tiles`` (the scored tiles), ``n_tiles``,
         ``summary`` (:func:`cryonet.metrics.summary`), ``classes`` (:func:`cryonet.metrics.class_metrics` table),
-        ``class_ci`` (:func:`class_intervals`), ``ci`` (summary metric -> estimate, low, high),
+        ``class_ci`` (:func:`cryonet.metrics.class_intervals`), ``ci`` (summary metric -> estimate, low, high),
         ``confusion_matrix`` ``(C, C)``, ``cm_tiles`` ``(T, C, C)`` and ``seconds_predict``.
     """
     sp = load_split(split)
@@ -448,90 +425,6 @@ def evaluate_pixel_classifier(
                                desc=f"scoring {clf.name} on {split_name}")
     return _result(cms, n_boot=n_boot, alpha=alpha, seed=seed, model=clf.name, split=split_name, tiles=list(tiles),
                    seconds_predict=seconds)
-
-
-def score_run(
-    run_dir: str | os.PathLike[str],
-    split_name: str = "test",
-    *,
-    stack_path: str | os.PathLike[str] | None = None,
-    labels_path: str | os.PathLike[str] | None = None,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score a trained CNN run tile by tile on one split of its own ``split.json`` (see :func:`score_tiles`).
-
-    Same tiles, batches (the run's ``batch_size``) and nodata rule as :func:`cryonet.train.evaluate`, so the summed
-    confusion matrix is the one ``evaluate`` reports; in addition the per-tile matrices are returned, for per-class
-    bootstrap intervals. The bootstrap seed is the run's seed, as in ``evaluate``.
-
-    Returns:
-        The dict of :func:`evaluate_pixel_classifier`, with ``model`` the run's model name and ``encoder`` added.
-    """
-    import json
-
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else None
-    if info is None:
-        raise DatasetError(f"{run_dir}: not a run directory (no run.json); train it first with cryonet.train.train.")
-    stack = Path(stack_path) if stack_path is not None else Path(info["stack"])
-    labels = Path(labels_path) if labels_path is not None else Path(info["labels"])
-    predict, meta = model_predictor(run_dir, device=device)
-    prof = meta.get("profile", {})
-    tiles = load_split(run_dir).get(split_name)
-    cms, seconds = score_tiles(predict, stack, labels, tiles, batch_size=int(prof.get("batch_size", 8)),
-                               progress=progress, desc=f"scoring {meta['model']} on {split_name}")
-    return _result(cms, n_boot=n_boot, alpha=alpha, seed=int(prof.get("seed", 0)), model=meta["model"],
-                   encoder=meta["encoder"], split=split_name, tiles=list(tiles), seconds_predict=seconds)
-
-
-def class_intervals(
-    cms_per_tile: np.ndarray,
-    *,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    class_names: Sequence[str] = CLASSES,
-) -> pd.DataFrame:
-    """Per-class IoU, precision, recall and F1 with percentile bootstrap intervals over tiles.
-
-    The replicates are those of :func:`cryonet.metrics.bootstrap_ci` with the same ``seed`` (one multinomial draw of
-    tile multiplicities, ``(n_boot, T)``), so an interval here equals ``bootstrap_ci`` of the same score. Written
-    out rather than calling ``bootstrap_ci`` 16 times because :func:`cryonet.metrics.per_class` scores all
-    replicate matrices ``(n_boot, C, C)`` in one vectorised call.
-
-    Args:
-        cms_per_tile: ``(T, C, C)`` confusion matrices.
-        n_boot: Replicates.
-        alpha: Two-sided level.
-        seed: Seed of the resampling.
-        class_names: Class names in label order.
-
-    Returns:
-        DataFrame indexed by class, columns ``<score>``, ``<score>_low``, ``<score>_high`` for each of
-        :data:`CLASS_SCORES` (NaN where a class is absent from every replicate).
-    """
-    cms = np.asarray(cms_per_tile, dtype=np.int64)
-    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1 or cms.shape[1] != len(class_names):
-        raise ValueError(f"cms_per_tile must have shape (T, {len(class_names)}, {len(class_names)}), got {cms.shape}")
-    n_tiles = cms.shape[0]
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
-    boot = metrics.per_class(np.tensordot(counts, cms, axes=(1, 0)))  # arrays (n_boot, C)
-    point = metrics.per_class(cms.sum(axis=0))
-    out: dict[str, np.ndarray] = {}
-    for score in CLASS_SCORES:
-        values = boot[score]
-        low = np.full(len(class_names), np.nan)
-        high = np.full(len(class_names), np.nan)
-        for k in range(len(class_names)):
-            v = values[:, k][~np.isnan(values[:, k])]
-            if v.size:
-                low[k], high[k] = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
-    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
 
 
 def comparison_table(
@@ -544,7 +437,8 @@ def comparison_table(
     """Per-class scores of several models side by side, each as ``"estimate [low, high]"``.
 
     Args:
-        results: Model label -> a dict of :func:`score_run` or :func:`evaluate_pixel_classifier`.
+        results: Model label -> a dict of :func:`cryonet.train.evaluate` or :func:`evaluate_pixel_classifier`
+            (any dict with a ``class_ci`` table).
         classes: Classes (rows) to show.
         scores: Scores (columns) to show, from :data:`CLASS_SCORES`.
         digits: Decimals.

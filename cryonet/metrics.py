@@ -50,9 +50,14 @@ from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA
 
 logger = logging.getLogger(__name__)
 
+#: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
+CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
+
 __all__ = [
+    "CLASS_SCORES",
     "boundary_distance",
     "bootstrap_ci",
+    "class_intervals",
     "class_metrics",
     "confusion_matrix",
     "per_class",
@@ -275,6 +280,58 @@ def bootstrap_ci(
         return estimate, float("nan"), float("nan")
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return estimate, float(low), float(high)
+
+
+def class_intervals(
+    cms_per_tile: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    class_names: Sequence[str] = CLASSES,
+) -> pd.DataFrame:
+    """Per-class IoU, precision, recall and F1 with percentile bootstrap intervals over tiles.
+
+    The replicates are those of :func:`bootstrap_ci` with the same ``seed`` (one multinomial draw of tile
+    multiplicities, ``(n_boot, T)``), so an interval here equals ``bootstrap_ci`` of the same score. Written out
+    rather than calling ``bootstrap_ci`` 16 times because :func:`per_class` scores all replicate matrices
+    ``(n_boot, C, C)`` in one vectorised call.
+
+    Args:
+        cms_per_tile: ``(T, C, C)`` confusion matrices.
+        n_boot: Replicates.
+        alpha: Two-sided level.
+        seed: Seed of the resampling.
+        class_names: Class names in label order.
+
+    Returns:
+        DataFrame indexed by class, columns ``<score>``, ``<score>_low``, ``<score>_high`` for each of
+        :data:`CLASS_SCORES` (NaN where a class is absent from every replicate).
+
+    Raises:
+        ValueError: Bad shapes or parameters.
+    """
+    cms = np.asarray(cms_per_tile, dtype=np.int64)
+    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1 or cms.shape[1] != len(class_names):
+        raise ValueError(f"cms_per_tile must have shape (T, {len(class_names)}, {len(class_names)}), got {cms.shape}")
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+    n_tiles = cms.shape[0]
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
+    boot = per_class(np.tensordot(counts, cms, axes=(1, 0)))  # arrays (n_boot, C)
+    point = per_class(cms.sum(axis=0))
+    out: dict[str, np.ndarray] = {}
+    for score in CLASS_SCORES:
+        values = boot[score]
+        low = np.full(len(class_names), np.nan)
+        high = np.full(len(class_names), np.nan)
+        for k in range(len(class_names)):
+            v = values[:, k][~np.isnan(values[:, k])]
+            if v.size:
+                low[k], high[k] = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
+    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

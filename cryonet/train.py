@@ -11,6 +11,7 @@ One call, :func:`train`, turns a feature stack and a label raster into a run dir
       best.pt             checkpoint of the epoch with the best validation mean glacier IoU
       history.csv/.json   one row per epoch: losses, learning rate, validation metrics, seconds
       metrics_test.json   written by :func:`evaluate`
+      cm_tiles_test.npy   per-tile confusion matrices (T, C, C), written by :func:`evaluate`
 
 Every file is written atomically. The recipe:
 
@@ -854,8 +855,17 @@ def train(
 # --------------------------------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------------------------------
-#: Summary metrics that :func:`evaluate` gives bootstrap intervals for.
-CI_METRICS: tuple[str, ...] = ("miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier")
+#: Summary metrics that :func:`evaluate` gives bootstrap intervals for (the same as
+#: :func:`cryonet.baseline.evaluate_pixel_classifier`, so that the two results can stand side by side).
+CI_METRICS: tuple[str, ...] = ("miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier",
+                               "mean_precision_glacier", "mean_recall_glacier")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` (``.npy``) atomically."""
+    # through a file handle: np.save given a name not ending in .npy (the temporary one) would append ".npy"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def evaluate(
@@ -869,12 +879,20 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score the run's best model on one split of its tiles; write ``RUN/metrics_<split>.json``.
+    """Score the run's best model on one split; write ``RUN/metrics_<split>.json`` and ``RUN/cm_tiles_<split>.npy``.
 
-    The confusion matrices of the split's tiles (label 255 and pixels with more than half their layers NaN ignored,
-    as in training: :func:`cryonet.datasets.invalid_pixels`) are summed into
-    one matrix, from which :func:`cryonet.metrics.summary` and :func:`cryonet.metrics.class_metrics` are computed;
-    percentile bootstrap intervals resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
+    This is the one scorer of a trained run. One confusion matrix is made per tile of the split, in the order of
+    ``split.json`` (label 255 and pixels with more than half their layers NaN ignored, as in training:
+    :func:`cryonet.datasets.invalid_pixels`); the per-tile matrices are saved as ``cm_tiles_<split>.npy``
+    ``(T, C, C)`` int64 and summed into one matrix, from which :func:`cryonet.metrics.summary` and
+    :func:`cryonet.metrics.class_metrics` are computed. Percentile bootstrap intervals resample whole tiles with the
+    run's seed: :func:`cryonet.metrics.bootstrap_ci` for the summary metrics of :data:`CI_METRICS` and
+    :func:`cryonet.metrics.class_intervals` (same replicates) for the per-class scores. Overlapping tiles count
+    their shared pixels once per tile. Both files are written atomically.
+
+    The returned dict carries the keys of :func:`cryonet.baseline.evaluate_pixel_classifier`'s result, so it can go
+    wherever that goes (:func:`cryonet.baseline.comparison_table`, :func:`cryonet.baseline.paired_difference` of
+    two ``cm_tiles``).
 
     Args:
         run_dir: Run directory written by :func:`train`.
@@ -887,9 +905,15 @@ def evaluate(
         progress: Show a tqdm bar.
 
     Returns:
-        Dict with ``model, encoder, checkpoint, epoch, split, n_tiles, summary`` (headline metrics), ``classes``
-        (per-class iou/precision/recall/f1/support/predicted), ``confusion_matrix`` (rows = reference),
-        ``ci`` (metric -> estimate, low, high) and ``file`` (the JSON written).
+        Dict with ``model, encoder, checkpoint, epoch, split, n_tiles, stack, labels, summary`` (headline metrics),
+        ``classes`` (:func:`cryonet.metrics.class_metrics` DataFrame: per-class iou/precision/recall/f1/support/
+        predicted), ``class_ci`` (:func:`cryonet.metrics.class_intervals` DataFrame), ``confusion_matrix``
+        ``(C, C)`` int64 array (rows = reference), ``cm_tiles`` ``(T, C, C)`` int64 array, ``tiles`` (the scored
+        :class:`~cryonet.datasets.Tile` list, in the order of ``cm_tiles``), ``ci`` (metric -> estimate, low,
+        high), ``ci_level``, ``n_boot``, ``seconds_predict`` (seconds in the model's forward pass), ``file`` (the
+        JSON written) and ``cm_tiles_file`` (the ``.npy`` written). The JSON holds the same without ``cm_tiles``,
+        ``tiles`` and ``seconds_predict``, with the tables as ``{class: {column: value}}``, the matrix as nested
+        lists, NaN as null and ``cm_tiles_file`` as a name relative to the run directory.
     """
     from tqdm.auto import tqdm
 
@@ -910,28 +934,32 @@ def evaluate(
         raise ValueError(f"{run_dir / 'split.json'}: split {split!r} has no tiles to evaluate.")
     ds = TileDataset(stack, labels, tiles, norm, None)
     prof = meta["profile"]
+    seed = int(prof.get("seed", 0))
     dl = torch.utils.data.DataLoader(ds, batch_size=int(prof.get("batch_size", 8)), shuffle=False)
     n_cls = len(CLASSES)
     cms: list[np.ndarray] = []
+    seconds = 0.0
     with torch.no_grad():
         for x, y in tqdm(dl, desc=f"evaluate {split} [{meta['model']}/{meta['encoder']}]", disable=not progress,
                          leave=False):
+            t0 = time.perf_counter()
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
                 pred = model(x.to(dev)).float().argmax(1).cpu().numpy()
+            seconds += time.perf_counter() - t0
             yn = y.numpy()
             cms += [metrics.confusion_matrix(yn[i], pred[i], num_classes=n_cls) for i in range(len(yn))]
     ds.close()
-    cm_tiles = np.stack(cms)
+    cm_tiles = np.stack(cms).astype(np.int64, copy=False)
     cm = cm_tiles.sum(axis=0)
     summ = _summary(cm)
     table = metrics.class_metrics(cm)
-    classes = {name: {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in row.items()}
-               for name, row in table.to_dict(orient="index").items()}
+    class_ci = metrics.class_intervals(cm_tiles, n_boot=n_boot, alpha=alpha, seed=seed)
     ci = {}
     for key in CI_METRICS:
         est, lo, hi = metrics.bootstrap_ci(cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot,
-                                           alpha=alpha, seed=int(prof.get("seed", 0)))
+                                           alpha=alpha, seed=seed)
         ci[key] = {"estimate": est, "low": lo, "high": hi}
+    npy_path = run_dir / f"cm_tiles_{split}.npy"
     out: dict[str, Any] = {
         "model": meta["model"],
         "encoder": meta["encoder"],
@@ -942,20 +970,33 @@ def evaluate(
         "stack": str(stack),
         "labels": str(labels),
         "summary": summ,
-        "classes": classes,
+        "classes": table.to_dict(orient="index"),
+        "class_ci": class_ci.to_dict(orient="index"),
         "confusion_matrix": cm.tolist(),
         "class_names": list(CLASSES),
         "ci": ci,
         "ci_level": 1 - alpha,
         "n_boot": n_boot,
         "bootstrap_unit": "tile",
+        "bootstrap_seed": seed,
+        "cm_tiles_file": npy_path.name,
     }
     path = run_dir / f"metrics_{split}.json"
+    _save_npy(npy_path, cm_tiles)  # first: the JSON names it
     _write_json(path, _nan_to_none(out))
-    out["file"] = path
     logger.info("%s %s: mIoU(glacier) %.4f [%s/%s]", run_dir, split, summ["miou_glacier"], meta["model"],
                 meta["encoder"])
-    return out
+    return {
+        **out,
+        "classes": table,
+        "class_ci": class_ci,
+        "confusion_matrix": cm,
+        "cm_tiles": cm_tiles,
+        "tiles": list(tiles),
+        "seconds_predict": seconds,
+        "file": path,
+        "cm_tiles_file": npy_path,
+    }
 
 
 def _nan_to_none(obj: Any) -> Any:

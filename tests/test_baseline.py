@@ -1,5 +1,5 @@
 """The per-pixel baseline: layer selection by family, learning from one layer, chance without signal, the exact
-test tiles of the split, determinism, per-class bootstrap intervals, and tile scoring of a CNN run = evaluate."""
+test tiles of the split, determinism, the comparison table, and a CNN run's evaluate() result beside it."""
 
 from __future__ import annotations
 
@@ -146,21 +146,18 @@ def test_predict_window_marks_nodata(scene):
     assert (pred[1:, :-1] == ok).mean() > 0.97
 
 
-def test_class_intervals_match_bootstrap_ci():
+def test_comparison_table_formats_class_intervals():
+    # class_intervals moved to cryonet.metrics (tested there); the old name still works
+    assert B.class_intervals is metrics.class_intervals and B.CLASS_SCORES == metrics.CLASS_SCORES
     rng = np.random.default_rng(0)
     cms = rng.integers(0, 50, (12, 4, 4))
     cms[:, 3, :] = 0
-    cms[:, :, 3] = 0  # class 3 absent everywhere: NaN
-    table = B.class_intervals(cms, n_boot=300, seed=5)
-    for k, name in enumerate(["background", "clean_ice", "debris"]):
-        for score in ("iou", "f1"):
-            est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=k, s=score: metrics.per_class(m)[s][k], n_boot=300,
-                                               seed=5)
-            assert table.loc[name, score] == pytest.approx(est)
-            assert (table.loc[name, f"{score}_low"], table.loc[name, f"{score}_high"]) == pytest.approx((lo, hi))
-    assert np.isnan(table.loc["lake", "iou"]) and np.isnan(table.loc["lake", "iou_low"])
+    cms[:, :, 3] = 0  # lake absent everywhere: NaN
+    table = metrics.class_intervals(cms, n_boot=300, seed=5)
     text = B.comparison_table({"m": {"class_ci": table}}, classes=["debris", "lake"])
-    assert text.loc[("m", "lake"), "iou"] == "n/a" and text.loc[("m", "debris"), "iou"].count("[") == 1
+    assert text.loc[("m", "lake"), "iou"] == "n/a"
+    d = table.loc["debris"]
+    assert text.loc[("m", "debris"), "iou"] == f"{d['iou']:.3f} [{d['iou_low']:.3f}, {d['iou_high']:.3f}]"
 
 
 def test_paired_difference():
@@ -182,13 +179,21 @@ def test_paired_difference():
 
 
 @pytest.mark.slow
-def test_train_or_reuse_and_score_run_reproduces_evaluate(tmp_path):
-    from cryonet import train as T
-    from test_datasets import write_twin
+def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
+    """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
+    import json
 
+    from cryonet import train as T
     from cryonet.config import get_profile
+    from test_datasets import TWIN_LAYERS, write_twin
 
     sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
+    with open(sp.parent / "stack.layers.csv", "w", newline="") as fh:  # the layer table the pixel baseline reads
+        w = csv.writer(fh)
+        w.writerow(["layer", "group", "units", "source", "band"])
+        for i, name in enumerate(TWIN_LAYERS, start=1):
+            group = "s2" if name.startswith("B") else "indices" if name == "ndsi" else "terrain"
+            w.writerow([name, group, "", "test twin", i])
     run = tmp_path / "run"
     prof = get_profile("ci").replace(tile_size=32, tile_stride=16, epochs=1, batch_size=4, max_train_tiles=None,
                                      split={"block_size_m": 640.0, "buffer_m": 0.0})
@@ -198,11 +203,30 @@ def test_train_or_reuse_and_score_run_reproduces_evaluate(tmp_path):
     again, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
     assert status == "reused" and (run / "last.pt").stat().st_mtime_ns == stamp
     assert again.best_score == first.best_score
+    assert not hasattr(B, "score_run") and not hasattr(B, "model_predictor")  # evaluate is the one CNN scorer
+
     ev = T.evaluate(run, "test", n_boot=50, progress=False)
-    res = B.score_run(run, "test", n_boot=50, progress=False)
-    np.testing.assert_array_equal(res["confusion_matrix"], np.asarray(ev["confusion_matrix"]))
-    assert res["n_tiles"] == ev["n_tiles"] and res["model"] == "unet" and res["encoder"] == "resnet18"
-    assert res["ci"]["miou_glacier"]["low"] == pytest.approx(ev["ci"]["miou_glacier"]["low"])
+    saved = json.loads((run / "metrics_test.json").read_text())
+    cms = np.load(run / "cm_tiles_test.npy")
+    np.testing.assert_array_equal(cms.sum(axis=0), np.array(saved["confusion_matrix"]))
+    assert ev["model"] == "unet" and ev["encoder"] == "resnet18" and ev["n_tiles"] == len(cms)
+    ref = metrics.class_intervals(cms, n_boot=50, seed=prof.seed)  # independently, from the file
+    np.testing.assert_array_equal(ev["class_ci"].to_numpy(), ref.to_numpy())
+
+    # the pixel baseline on the same tiles: same keys, so both go into comparison_table and paired_difference
+    clf = B.pixel_classifier(sp, lp, run, max_pixels=2000, n_estimators=10, seed=prof.seed, progress=False)
+    pix = B.evaluate_pixel_classifier(clf, sp, lp, run, "test", n_boot=50, seed=prof.seed, progress=False)
+    assert set(pix) - {"seconds_predict"} <= set(ev)
+    for key in ("summary", "ci"):
+        assert set(pix[key]) <= set(ev[key]), key
+    assert [t.window for t in ev["tiles"]] == [t.window for t in pix["tiles"]]
+    assert list(ev["classes"].columns) == list(pix["classes"].columns)
+    table = B.comparison_table({"cnn": ev, "pixel": pix}, classes=["debris"])
+    d = ref.loc["debris"]
+    assert table.loc[("cnn", "debris"), "iou"] == f"{d['iou']:.3f} [{d['iou_low']:.3f}, {d['iou_high']:.3f}]"
+    fn = lambda m: metrics.summary(m)["miou_glacier"]  # noqa: E731
+    diff = B.paired_difference(ev["cm_tiles"], pix["cm_tiles"], fn, n_boot=50, seed=prof.seed)
+    assert diff[0] == pytest.approx(ev["summary"]["miou_glacier"] - pix["summary"]["miou_glacier"])
 
 
 def test_train_step_seconds_runs_a_real_step():

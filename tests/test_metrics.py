@@ -149,6 +149,28 @@ def test_bootstrap_ci_shrinks_with_more_tiles():
     assert (large[2] - large[1]) < 0.6 * (small[2] - small[1])
 
 
+
+def test_class_intervals_match_bootstrap_ci():
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, (12, 4, 4))
+    cms[:, 3, :] = 0
+    cms[:, :, 3] = 0  # class 3 absent everywhere: NaN
+    table = metrics.class_intervals(cms, n_boot=300, seed=5)
+    assert list(table.index) == list(CLASSES)
+    assert list(table.columns) == [f"{s}{x}" for s in metrics.CLASS_SCORES for x in ("", "_low", "_high")]
+    total = cms.sum(axis=0)
+    for k, name in enumerate(["background", "clean_ice", "debris"]):
+        tp, fp, fn = total[k, k], total[:, k].sum() - total[k, k], total[k, :].sum() - total[k, k]
+        assert table.loc[name, "iou"] == pytest.approx(tp / (tp + fp + fn))  # by hand
+        for score in ("iou", "f1"):
+            est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=k, s=score: metrics.per_class(m)[s][k], n_boot=300,
+                                               seed=5)
+            assert table.loc[name, score] == pytest.approx(est)
+            assert (table.loc[name, f"{score}_low"], table.loc[name, f"{score}_high"]) == pytest.approx((lo, hi))
+    assert np.isnan(table.loc["lake", "iou"]) and np.isnan(table.loc["lake", "iou_low"])
+    with pytest.raises(ValueError, match="shape"):
+        metrics.class_intervals(cms[:, :3, :3])
+
 def test_boundary_distance_of_offset_edges_is_the_offset():
     # two straight outlines 4 columns apart: every boundary pixel is exactly 4 x 10 m from the other outline
     t = np.zeros((32, 40), dtype=bool)

@@ -202,11 +202,16 @@ def test_resume_after_kill_equals_uninterrupted_run(twin, run_a, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_writes_metrics_with_intervals(run_a):
+    import rasterio
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    from cryonet import metrics
+
     out = T.evaluate(run_a.run_dir, "test", n_boot=200, progress=False)
     assert out["encoder"] == "resnet18" and out["model"] == "cryonet" and out["split"] == "test"
     assert {"miou_glacier", "overall_iou_glacier", "overall_iou_all", "pixel_accuracy", "kappa"} <= set(out["summary"])
-    assert set(out["classes"]) == {"background", "clean_ice", "debris", "lake"}
-    cm = np.array(out["confusion_matrix"])
+    assert list(out["classes"].index) == ["background", "clean_ice", "debris", "lake"]
+    cm = out["confusion_matrix"]
     split = json.loads((run_a.run_dir / "split.json").read_text())
     n_test = sum(sum(t["class_counts"]) for t in split["tiles"]["test"])
     assert cm.sum() == n_test  # every valid test pixel counted once
@@ -214,7 +219,49 @@ def test_evaluate_writes_metrics_with_intervals(run_a):
     ci = out["ci"]["miou_glacier"]
     assert ci["low"] <= ci["estimate"] <= ci["high"]
     saved = json.loads((run_a.run_dir / "metrics_test.json").read_text())
-    assert saved["encoder"] == "resnet18" and saved["confusion_matrix"] == out["confusion_matrix"]
+    assert saved["encoder"] == "resnet18" and saved["confusion_matrix"] == cm.tolist()
+
+    # the per-tile matrices: saved atomically beside the JSON (no temporary left), summing exactly to its matrix
+    assert saved["cm_tiles_file"] == "cm_tiles_test.npy"
+    assert out["cm_tiles_file"] == run_a.run_dir / "cm_tiles_test.npy"
+    assert not list(run_a.run_dir.glob(".cm_tiles*"))
+    cms = np.load(run_a.run_dir / "cm_tiles_test.npy")
+    assert cms.dtype == np.int64 and cms.shape == (len(split["tiles"]["test"]), 4, 4)
+    np.testing.assert_array_equal(cms.sum(axis=0), np.array(saved["confusion_matrix"]))
+    np.testing.assert_array_equal(cms, out["cm_tiles"])
+    assert [[t.row, t.col] for t in out["tiles"]] == [[t["row"], t["col"]] for t in split["tiles"]["test"]]
+    assert out["n_tiles"] == len(out["tiles"]) and out["seconds_predict"] > 0
+
+    # per-class intervals: those of class_intervals of the saved matrices with the run's seed
+    info = json.loads((run_a.run_dir / "run.json").read_text())
+    seed = info["profile"]["seed"]
+    ref = metrics.class_intervals(cms, n_boot=200, seed=seed)
+    np.testing.assert_array_equal(out["class_ci"].to_numpy(), ref.to_numpy())
+    for c in ref.index:
+        for col in ref.columns:
+            v = ref.loc[c, col]
+            assert saved["class_ci"][c][col] == (None if np.isnan(v) else pytest.approx(v)), (c, col)
+    # ... and the summary intervals those of bootstrap_ci with the same seed
+    assert (ci["estimate"], ci["low"], ci["high"]) == metrics.bootstrap_ci(
+        cms, lambda m: metrics.summary(m)["miou_glacier"], n_boot=200, seed=seed)
+
+    # each per-tile matrix = scikit-learn's confusion matrix of an independent prediction of the first batch of
+    # tiles (read with rasterio, normalised by hand from normalizer.json, nodata rule written out here)
+    norm = json.loads((run_a.run_dir / "normalizer.json").read_text())
+    mean, std = np.array(norm["mean"])[:, None, None], np.array(norm["std"])[:, None, None]
+    model, _, meta = T.load_model(run_a.run_dir)
+    first = split["tiles"]["test"][: int(meta["profile"]["batch_size"])]
+    with rasterio.open(info["stack"]) as s_src, rasterio.open(info["labels"]) as l_src:
+        wins = [rasterio.windows.Window(t["col"], t["row"], t["size"], t["size"]) for t in first]
+        xs = [s_src.read(window=w).astype(np.float64) for w in wins]
+        ys = [l_src.read(1, window=w) for w in wins]
+    xb = np.stack([np.nan_to_num((x - mean) / std, nan=0.0) for x in xs]).astype(np.float32)
+    with torch.no_grad():
+        preds = model(torch.from_numpy(xb)).argmax(1).numpy()
+    for i, (x, y, p) in enumerate(zip(xs, ys, preds, strict=True)):
+        keep = (y != 255) & (np.isnan(x).mean(axis=0) <= 0.5)
+        expected = sk_confusion_matrix(y[keep], p[keep], labels=[0, 1, 2, 3])
+        np.testing.assert_array_equal(cms[i], expected)
 
 
 @pytest.mark.slow
@@ -232,7 +279,7 @@ def test_cli_train_and_evaluate(twin, tmp_path, capsys, monkeypatch):
     rc = cli.main(["-q", "evaluate", str(tmp_path / "run"), "--n-boot", "50"])
     assert rc == 0
     assert "encoder resnet18" in capsys.readouterr().out
-    assert (tmp_path / "run" / "metrics_test.json").is_file()
+    assert (tmp_path / "run" / "metrics_test.json").is_file() and (tmp_path / "run" / "cm_tiles_test.npy").is_file()
     rc = cli.main(["evaluate", str(tmp_path / "missing")])
     assert rc == 1 and "not a run directory" in capsys.readouterr().err
 
