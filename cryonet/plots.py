@@ -772,7 +772,7 @@ def plot_class_scores(
 
     Args:
         results: Model label -> per-class table with columns ``score``, ``score_low``, ``score_high``
-            (:func:`cryonet.baseline.class_intervals`).
+            (:func:`cryonet.metrics.class_intervals`).
         score: ``iou``, ``precision``, ``recall`` or ``f1``.
         classes: Classes along the x axis.
         title: Axes title.

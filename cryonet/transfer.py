@@ -221,13 +221,13 @@ def score_prediction(
 
     Returns:
         Dict with ``summary`` (:func:`cryonet.metrics.summary`), ``classes`` (:func:`cryonet.metrics.class_metrics`
-        table), ``class_ci`` (:func:`cryonet.baseline.class_intervals` table), ``ci`` (metric -> estimate, low,
+        table), ``class_ci`` (:func:`cryonet.metrics.class_intervals` table), ``ci`` (metric -> estimate, low,
         high), ``confusion_matrix`` ``(C, C)``, ``cm_tiles`` ``(T, C, C)``, ``tiles`` (the scored windows as
         ``(row, col, height, width)``), ``n_tiles``, ``n_pixels``, ``exclude``, ``tile_size``, ``ci_level``.
     """
     from tqdm.auto import tqdm
 
-    from cryonet.baseline import class_intervals
+    from cryonet.metrics import class_intervals
 
     grid = check_pair(stack_path, labels_path)
     if Grid.from_file(prediction).shape != grid.shape:
