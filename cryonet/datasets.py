@@ -502,6 +502,78 @@ def _assign_blocks(
     return assign
 
 
+class _BufferedShares:
+    """Class shares of each split *after* the buffer, for many candidate block assignments (fast to re-evaluate).
+
+    The buffer of :func:`make_split` drops validation tiles near test tiles and training tiles near kept validation
+    or test tiles. Which tiles conflict is fixed by the geometry, so the pairs are found once (shapely ``STRtree``)
+    and a candidate assignment is then scored with a few array operations: the same drop rule, vectorised.
+    """
+
+    def __init__(self, tile_block: np.ndarray, counts: np.ndarray, pairs: np.ndarray, target: np.ndarray) -> None:
+        self.tile_block = tile_block  # (T,) block index of each tile
+        self.mass = np.hstack([counts, np.ones((len(counts), 1))]).astype(np.float64)  # (T, classes + 1 tile count)
+        self.pairs = pairs  # (P, 2) tiles within the buffer of each other, from different blocks, both directions
+        self.target = target  # (splits,) in precedence order test, val, train
+        self.present = self.mass.sum(axis=0) > 0
+
+    def kept(self, block_split: np.ndarray) -> np.ndarray:
+        """``(T,)`` split index of every tile after the buffer (0 test, 1 val, 2 train), -1 where dropped."""
+        split = block_split[self.tile_block]
+        out = split.copy()
+        a, b = self.pairs[:, 0], self.pairs[:, 1]
+        # validation tiles near a test tile go; then training tiles near a test tile or a kept validation tile
+        out[np.unique(a[(split[a] == 1) & (split[b] == 0)])] = -1
+        out[np.unique(a[(split[a] == 2) & ((out[b] == 0) | (out[b] == 1))])] = -1
+        return out
+
+    def cost(self, block_split: np.ndarray) -> float:
+        """Squared deviation of each split's share of every class (and of the tiles) from its target, after the buffer,
+        plus the shortfall below half the target (linear, so that a split left with a sliver of a rare class costs
+        more than an uneven spread of a common one) and 1 per class missing from a split that could hold it."""
+        kept = self.kept(block_split)
+        sums = np.stack([self.mass[kept == i].sum(axis=0) for i in range(len(self.target))])  # (splits, C + 1)
+        total = sums.sum(axis=0)
+        ok = self.present & (total > 0)
+        share = sums[:, ok] / total[ok]
+        missing = float(((sums[:, :-1] == 0) & self.present[None, :-1]).sum())
+        shortfall = float(np.clip(0.5 * self.target[:, None] - share, 0.0, None).sum())
+        return float(((share - self.target[:, None]) ** 2).sum()) + shortfall + missing
+
+
+def _refine_blocks(
+    assign: dict[tuple[int, int], str],
+    shares: _BufferedShares,
+    keys: list[tuple[int, int]],
+    rng: np.random.Generator,
+    n_iter: int,
+) -> dict[tuple[int, int], str]:
+    """Seeded local search on the block assignment, scored after the buffer (:class:`_BufferedShares`).
+
+    Starting from the greedy of :func:`_assign_blocks`, each step proposes either swapping the splits of two blocks
+    or moving one block to another split, and keeps the change if it lowers the cost. Hand-written because no library
+    splits spatial blocks against class shares *after* a buffer: scikit-learn's group splitters ignore geometry.
+    """
+    order = ("test", "val", "train")
+    current = np.array([order.index(assign[k]) for k in keys])
+    best = shares.cost(current)
+    n = len(keys)
+    for _ in range(n_iter):
+        trial = current.copy()
+        i = int(rng.integers(n))
+        if rng.random() < 0.5:
+            j = int(rng.integers(n))
+            if trial[i] == trial[j]:
+                continue
+            trial[i], trial[j] = trial[j], trial[i]
+        else:
+            trial[i] = (trial[i] + 1 + int(rng.integers(2))) % 3
+        c = shares.cost(trial)
+        if c < best - 1e-12:
+            current, best = trial, c
+    return {k: order[v] for k, v in zip(keys, current, strict=True)}
+
+
 def make_split(
     tiles: Sequence[Tile],
     grid: Grid,
@@ -511,8 +583,14 @@ def make_split(
     fractions: dict[str, float] | Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     extra_params: dict[str, Any] | None = None,
+    refine_iter: int = 3000,
 ) -> Split:
     """Spatially blocked train / validation / test split with a buffer between splits.
+
+    Blocks are assigned to splits by a class-stratified greedy (:func:`_assign_blocks`), then refined by a seeded
+    local search that scores each split's share of every class *after* the buffer has dropped its tiles
+    (:func:`_refine_blocks`): with few blocks and a wide buffer, the greedy's shares before the buffer can leave a
+    split with almost none of a rare class.
 
     Args:
         tiles: Tiles from :func:`scan_tiles`.
@@ -524,6 +602,7 @@ def make_split(
         fractions: Target share of tiles for ``train, val, test`` (dict or 3 numbers).
         seed: Seed of the block assignment.
         extra_params: Recorded in :attr:`Split.params` (e.g. tile size, stride, nodata threshold, file names).
+        refine_iter: Steps of the local search (0: the greedy alone).
 
     Returns:
         The split. Every pair of tiles from different splits is more than ``buffer_m`` apart.
@@ -552,12 +631,27 @@ def make_split(
     tile_m = max((t.size for t in tiles), default=0) * max(res)
     reach = max(1, int(math.floor(1 + (tile_m + buffer_m) / block_size_m)))
     assign = _assign_blocks(block_counts, block_tiles, fractions, rng, reach=reach)
-    raw = {s: [t for t, k in zip(tiles, block_of, strict=True) if assign[k] == s] for s in SPLITS}
 
-    # buffer: drop lower-precedence tiles near higher-precedence ones (test > val > train)
     def boxes(ts: Sequence[Tile]) -> list[Any]:
         return [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1])
                 for t in ts]
+
+    # refine the greedy against the shares that survive the buffer (all three splits present only)
+    if refine_iter > 0 and all(fractions.get(s, 0) > 0 for s in SPLITS) and len(tiles) > 1:
+        keys = sorted(block_counts)
+        index = {k: i for i, k in enumerate(keys)}
+        tile_block = np.array([index[k] for k in block_of])
+        tree = STRtree(boxes(tiles))
+        q_idx, t_idx = tree.query(boxes(tiles), predicate="dwithin", distance=buffer_m)
+        other = tile_block[q_idx] != tile_block[t_idx]
+        pairs = np.stack([q_idx[other], t_idx[other]], axis=1)
+        target = np.array([fractions[s] for s in SPLITS]) / sum(fractions[s] for s in SPLITS)
+        counts = np.array([t.class_counts for t in tiles], dtype=np.float64)
+        assign = _refine_blocks(assign, _BufferedShares(tile_block, counts, pairs, target), keys, rng,
+                                int(refine_iter))
+    raw = {s: [t for t, k in zip(tiles, block_of, strict=True) if assign[k] == s] for s in SPLITS}
+
+    # buffer: drop lower-precedence tiles near higher-precedence ones (test > val > train)
 
     kept: dict[str, list[Tile]] = {}
     dropped: dict[str, int] = {}
@@ -577,6 +671,7 @@ def make_split(
         "buffer_m": float(buffer_m),
         "fractions": fractions,
         "seed": int(seed),
+        "refine_iter": int(refine_iter),
         **(extra_params or {}),
     }
     split = Split(

@@ -202,13 +202,44 @@ def test_block_assignment_gives_every_split_a_real_share_and_keeps_val_apart_fro
         assert min(gaps) >= 2, (seed, sorted(val), sorted(test))  # the buffer will not eat a validation block
 
 
-def test_split_keeps_validation_blocks_clear_of_test_blocks(split_setup):
+def test_refined_split_balances_shares_after_the_buffer(split_setup):
+    from cryonet.datasets import SPLITS, _BufferedShares
+
     _, _, tiles, grid = split_setup
+    target = np.array([0.15, 0.15, 0.7])  # test, val, train
+    gains = []
     for seed in range(3):
-        split = make_split(tiles, grid, block_size_m=640.0, buffer_m=150.0, seed=seed)
-        assert split.dropped["val"] == 0, (seed, split.dropped)
-        blocks = {s: [tuple(map(int, k.split(","))) for k, v in split.blocks.items() if v == s] for s in ("val", "test")}
-        assert min(max(abs(a[0] - b[0]), abs(a[1] - b[1])) for a in blocks["val"] for b in blocks["test"]) >= 2
+        greedy = make_split(tiles, grid, block_size_m=640.0, buffer_m=150.0, seed=seed, refine_iter=0)
+        refined = make_split(tiles, grid, block_size_m=640.0, buffer_m=150.0, seed=seed)
+
+        def cost(split):  # shares of the kept tiles, computed here from the split itself
+            sums = np.stack([np.append(split.class_counts(s), len(split.get(s))) for s in SPLITS]).astype(float)
+            share = sums / sums.sum(axis=0)
+            return float(((share - target[:, None]) ** 2).sum() + np.clip(0.5 * target[:, None] - share, 0, None).sum())
+
+        assert cost(refined) <= cost(greedy) + 1e-12, seed
+        gains.append(cost(greedy) - cost(refined))
+        for s in SPLITS:
+            assert (refined.class_counts(s) > 0).all(), (seed, s, refined.summary())
+    assert max(gains) > 0.01, gains  # the search does improve on the greedy here
+    # the vectorised buffer of the search drops exactly the tiles that make_split's STRtree buffer drops
+    from shapely import STRtree, box
+
+    res = grid.res
+    keys = sorted({tuple(map(int, k.split(","))) for k in refined.blocks})
+    index = {k: n for n, k in enumerate(keys)}
+    blk = 640.0 / res[0]
+    tile_block = np.array([index[(int((t.row + t.size / 2) // blk), int((t.col + t.size / 2) // blk))] for t in tiles])
+    boxes = [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1]) for t in tiles]
+    q, t_ = STRtree(boxes).query(boxes, predicate="dwithin", distance=150.0)
+    pairs = np.stack([q, t_], axis=1)[tile_block[q] != tile_block[t_]]
+    counts = np.array([t.class_counts for t in tiles], dtype=float)
+    fast = _BufferedShares(tile_block, counts, pairs, target)
+    block_split = np.array([SPLITS.index(refined.blocks[f"{k[0]},{k[1]}"]) for k in keys])
+    kept = fast.kept(block_split)
+    for n, name in enumerate(SPLITS):
+        got = {(t.row, t.col) for t, k in zip(tiles, kept, strict=True) if k == n}
+        assert got == {(t.row, t.col) for t in refined.get(name)}, name
 
 
 def test_split_load_bad_file(tmp_path):
