@@ -31,10 +31,12 @@ Both score with :func:`cryonet.metrics.summary` of the confusion matrix summed o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -440,6 +442,52 @@ def _same_split(a: Any, b: Any) -> bool:
                for s in ("train", "val", "test"))
 
 
+#: Keys of an ablation row that record what its result depends on (see :func:`_ablation_inputs`).
+_INPUT_KEYS = ("full_checkpoint_sha256", "profile", "model", "stack_size", "stack_mtime_ns")
+
+
+def _ablation_inputs(
+    checkpoint: Path, prof: Any, model: str, stack_path: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """What a group's ablation result depends on, as plain JSON values (keys :data:`_INPUT_KEYS`).
+
+    The reference checkpoint is identified by its content (sha256, read in chunks: checkpoints of the full
+    model are hundreds of MB). The full stack is identified make-style by its size and modification time
+    (nanoseconds), which is cheap and catches a rewritten stack; hashing a multi-GB stack on every call would not be.
+    """
+    with open(checkpoint, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    st = Path(stack_path).stat()
+    return {
+        "full_checkpoint_sha256": digest,
+        "profile": json.loads(json.dumps(prof.to_dict())),  # plain JSON types, as they read back from the file
+        "model": str(model),
+        "stack_size": int(st.st_size),
+        "stack_mtime_ns": int(st.st_mtime_ns),
+    }
+
+
+def _stale_reason(gdir: Path, inputs: dict[str, Any], stack_path: str | os.PathLike[str]) -> str | None:
+    """Why the group folder ``gdir`` cannot be reused or resumed with ``inputs``; None when it can (or is absent)."""
+    done = gdir / ABLATION_FILE
+    if done.is_file():
+        row = json.loads(done.read_text())
+        changed = [k for k in _INPUT_KEYS if k not in row or row[k] != inputs[k]]
+        if changed:
+            return f"{done.name} was made with other inputs ({', '.join(changed)} differ or were not recorded)"
+    run_json = gdir / "run" / "run.json"
+    if run_json.is_file():
+        info = json.loads(run_json.read_text())
+        if info.get("profile") != inputs["profile"]:
+            return f"{run_json} was trained with another profile"
+        if info.get("model") != inputs["model"]:
+            return f"{run_json} trained model {info.get('model')!r}, not {inputs['model']!r}"
+    reduced = gdir / "stack.tif"
+    if reduced.is_file() and reduced.stat().st_mtime_ns < Path(stack_path).stat().st_mtime_ns:
+        return f"{reduced} is older than the full stack {stack_path}"
+    return None
+
+
 def drop_group_ablation(
     stack_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
@@ -461,8 +509,15 @@ def drop_group_ablation(
     (:func:`write_reduced_stack`), a run in ``OUT/<group>/run`` trained with :func:`cryonet.train.train` and the
     same profile, model and seed as the full model, scored on the full model's test tiles and pixels (the nodata
     pixels of the full stack are left out for every model, so all scores count the same pixels), and
-    ``OUT/<group>/ablation.json``. A group whose ``ablation.json`` exists is not run again, and an interrupted
-    training resumes from its ``last.pt``.
+    ``OUT/<group>/ablation.json``.
+
+    Reuse. Each ``ablation.json`` records what its result depends on: the reference checkpoint (sha256 of the
+    full model's ``best.pt``), the training profile and model of the retrained run, and the full stack (its size
+    and modification time). A group whose recorded inputs all equal the current ones is kept without retraining,
+    and an interrupted training with the same inputs resumes from its ``last.pt``. A group folder that is stale
+    (a recorded input differs or is missing, e.g. a file written before these were recorded; its ``run/run.json``
+    has another profile or model; or its reduced ``stack.tif`` is older than the full stack) is removed with a
+    warning and redone.
 
     The split. :func:`cryonet.train.train` takes no split; it makes one from the stack with the profile's seed.
     :func:`cryonet.datasets.make_split` depends only on the tiles, the grid and the seed, but the tiles
@@ -492,6 +547,8 @@ def drop_group_ablation(
     Returns:
         One row per group: ``group, dropped_layers, layers_left, metric, full_score, score, drop`` (``full_score -
         score``), ``same_split``, ``epochs_run``, ``run_dir``. ``attrs``: ``full_score``, ``metric``, ``base_run``.
+        Each group's ``ablation.json`` holds these plus ``full_run`` and the recorded inputs
+        (``full_checkpoint_sha256``, ``profile``, ``model``, ``stack_size``, ``stack_mtime_ns``).
     """
     from cryonet.datasets import Split
     from cryonet.features.stack import read_layer_table, select_layers
@@ -528,14 +585,19 @@ def drop_group_ablation(
     del full_model
     logger.info("full model %s: %s = %.4f on %d test tiles", base, metric, full_score, len(test_tiles))
 
+    inputs = _ablation_inputs(base / "best.pt", prof, model, stack_path)
     rows = []
     for group in idx:
         gdir = out_dir / group
         done = gdir / ABLATION_FILE
+        reason = _stale_reason(gdir, inputs, stack_path)
+        if reason is not None:
+            logger.warning("%s: %s; removed, the group is redone", gdir, reason)
+            shutil.rmtree(gdir)
         if done.is_file():
             row = json.loads(done.read_text())
             if row.get("metric") == metric and row.get("full_run") == str(base.resolve()):
-                logger.info("%s: finished earlier, kept", gdir)
+                logger.info("%s: finished earlier with the same inputs, kept", gdir)
                 rows.append(row)
                 continue
         reduced = write_reduced_stack(stack_path, gdir / "stack.tif", [group], progress=progress)
@@ -559,6 +621,7 @@ def drop_group_ablation(
             "epochs_run": int(res.epochs_run),
             "run_dir": str(run_dir),
             "full_run": str(base.resolve()),
+            **inputs,
         }
         from cryonet.raster import atomic_path
 

@@ -263,6 +263,93 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
     np.testing.assert_allclose(again["score"], df["score"])
 
 
+@pytest.mark.slow
+def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path, caplog):
+    """A group's result is reused only while the reference checkpoint, the profile and the full stack are unchanged.
+
+    Each check puts a file the library never writes into the group's folder: it survives only if the folder was
+    kept, and the run's ``last.pt`` keeps its modification time only if nothing was retrained.
+    """
+    import hashlib
+    import logging
+    import os
+
+    from cryonet.train import load_checkpoint, save_checkpoint
+
+    sp, lp = write_group_stack(tmp_path / "scene")
+    ref = make_run(tmp_path / "ref", sp, lp, uses=[SIGNAL])
+    gdir = tmp_path / "abl" / "texture"
+    last = gdir / "run" / "last.pt"
+
+    def ablate(**over):
+        df = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["texture"], base_run=ref, device="cpu",
+                                   progress=False, **{"epochs": 1, **over})
+        return df, json.loads((gdir / I.ABLATION_FILE).read_text())
+
+    def mark() -> int:
+        (gdir / "marker").write_text("kept")
+        return last.stat().st_mtime_ns
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    df, row = ablate()
+    assert row["full_checkpoint_sha256"] == sha(ref / "best.pt")
+    assert row["profile"]["epochs"] == 1 and row["profile"]["tile_size"] == 32
+    assert (row["stack_size"], row["stack_mtime_ns"]) == (sp.stat().st_size, sp.stat().st_mtime_ns)
+
+    # (a) same inputs: kept, nothing retrained, the same row
+    t = mark()
+    df_a, row_a = ablate()
+    assert (gdir / "marker").is_file() and last.stat().st_mtime_ns == t
+    assert row_a == row
+    pd.testing.assert_frame_equal(df_a, df)
+    # an interrupted group (no ablation.json yet) with the same inputs resumes its finished run: no retraining
+    (gdir / I.ABLATION_FILE).unlink()
+    _, row_r = ablate()
+    assert (gdir / "marker").is_file() and last.stat().st_mtime_ns == t
+    assert row_r["score"] == row["score"] and row_r["epochs_run"] == 1
+
+    # (b) the reference checkpoint changes (same weights, other bytes, written by the library's save path)
+    ckpt = load_checkpoint(ref / "best.pt")
+    ckpt["best_score"] = 0.5
+    save_checkpoint(ref / "best.pt", ckpt)
+    assert sha(ref / "best.pt") != row["full_checkpoint_sha256"]
+    mark()
+    with caplog.at_level(logging.WARNING, logger="cryonet.importance"):
+        _, row_b = ablate()
+    assert not (gdir / "marker").exists()
+    assert row_b["full_checkpoint_sha256"] == sha(ref / "best.pt")
+    assert any(str(gdir) in r.getMessage() and "full_checkpoint_sha256" in r.getMessage() for r in caplog.records)
+
+    # (c) another profile: ablation.json records it ...
+    mark()
+    _, row_c = ablate(epochs=2)
+    assert not (gdir / "marker").exists()
+    assert row_c["epochs_run"] == 2 and row_c["profile"]["epochs"] == 2
+    # ... and an interrupted run (no ablation.json) trained with another profile is not resumed
+    (gdir / I.ABLATION_FILE).unlink()
+    mark()
+    _, row_c2 = ablate(epochs=1)
+    assert not (gdir / "marker").exists()
+    assert row_c2["epochs_run"] == 1
+    assert json.loads((gdir / "run" / "run.json").read_text())["profile"]["epochs"] == 1
+
+    # (d) the full stack is rewritten (newer mtime): the recorded stack identity differs ...
+    st = sp.stat()
+    os.utime(sp, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    t = mark()
+    _, row_d = ablate()
+    assert not (gdir / "marker").exists() and last.stat().st_mtime_ns != t
+    assert row_d["stack_mtime_ns"] == sp.stat().st_mtime_ns
+    # ... and an interrupted group whose reduced stack is older than the full stack is redone as well
+    (gdir / I.ABLATION_FILE).unlink()
+    os.utime(sp, ns=(st.st_atime_ns, (gdir / "stack.tif").stat().st_mtime_ns + 10**9))
+    t = mark()
+    ablate()
+    assert not (gdir / "marker").exists() and last.stat().st_mtime_ns != t
+
+
 def test_plot_importance(tiny):
     from cryonet.plots import plot_importance
 
