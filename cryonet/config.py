@@ -28,24 +28,28 @@ machine, the medians of the busy run an upper side)::
     deeplabv3plus          0.31 s         4.36 s (contention)           12.4 M
     segformer (R18)        0.36 s         2.56 s (contention)           11.9 M
 
-On the Poiqu twin the blocked split leaves 168 training tiles (below ``max_train_tiles=192``), 21 steps of batch 8
-per epoch. A quiet CryoNet epoch (train steps + validation) measured 35-37 s (2026-11-24, 12-epoch run); the three
-baselines together cost about as much again. ``epochs=8`` (168 steps) is the most that keeps the four trainings
-within the budget and the whole ``make book`` near 30 min; early stopping (patience 3) may end a run sooner.
+On the Poiqu twin the blocked split (:func:`cryonet.datasets.make_split`) keeps about 210 training tiles, capped at
+``max_train_tiles=192``: 24 steps of batch 8 per epoch. A quiet CryoNet epoch (train steps + validation) measured
+about 40 s (2026-11-24); the three baselines together cost a little more. ``epochs=8`` keeps the four trainings
+within the budget: a fresh-clone ``make book`` took 21.5 min, chapters 3 and 4 (all four trainings, evaluation,
+prediction) 388 + 416 s. Early stopping (patience 3) may end a run sooner.
 
-What longer training gave on the Poiqu twin's test tiles (blocked split of seed 0; the per-pixel random forest on
-the S2 bands of :mod:`cryonet.baseline` for reference), 2026-11-24::
+What the training length gave on the Poiqu twin's test tiles (seed 0; the per-pixel random forest on the S2 bands of
+:mod:`cryonet.baseline` for reference), measured 2026-11-24::
 
-    IoU                     CryoNet, 12 epochs   CryoNet, 10 epochs,        pixel RF (S2 only)
-                                                 class_weight_power=0
-    clean ice               0.960                0.909                      0.969
-    debris                  0.529                0.543                      0.063
-    lake                    0.910                0.904                      0.991
-    mean, glacier classes   0.800                0.785                      0.674
+    IoU                     8 epochs (ci)   24 epochs*    pixel RF (S2 only)
+    clean ice               0.964           0.969         0.987
+    debris                  0.804           0.668         0.165
+    lake                    0.820           0.869         0.981
+    mean, glacier classes   0.863           0.835         0.711
 
+    * the one-cycle schedule planned for 24 epochs; early stopping ended the run after epoch 10 (best: 7)
+
+With the split before its buffer-aware refinement, 12 epochs gave 0.960 / 0.529 / 0.910 (RF 0.969 / 0.063 / 0.991),
+and dropping the class weights of the cross-entropy (``class_weight_power=0``, 10 epochs) 0.909 / 0.543 / 0.904.
 On the twin, clean ice and lakes are separable pixel by pixel from reflectance alone, so the random forest is a hard
-reference for them; CryoNet's remaining errors there are the thin rock ridges between ice bodies and lake shores.
-Debris, which the S2 bands cannot tell from moraine, is where the other layers and the spatial context count.
+reference for them; CryoNet's wrong clean-ice pixels lie almost all within 2 px of a class boundary. Debris, which
+the S2 bands cannot tell from moraine, is where the other layers and the spatial context count.
 """
 
 from __future__ import annotations
