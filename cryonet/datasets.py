@@ -488,17 +488,13 @@ def _assign_blocks(
     for k in rest:
         costs = []
         for i in range(len(names)):
-            if clashes(k, names[i]):
-                costs.append(math.inf)
-                continue
             trial = sums.copy()
             trial[i] += mass[k]
             share = trial[:, present] / total[present]  # (splits, classes + tiles)
             costs.append(float(((share - target[:, None]) ** 2).sum()))
-        if not np.isfinite(min(costs)):  # no training split to fall back on: keep the proportions instead
-            costs = [float(((np.vstack([sums[j] + (mass[k] if j == i else 0) for j in range(len(names))])[:, present]
-                             / total[present] - target[:, None]) ** 2).sum()) for i in range(len(names))]
-        put(k, names[int(np.argmin(costs))])
+        allowed = [c if not clashes(k, names[i]) else math.inf for i, c in enumerate(costs)]
+        # every split clashes only when there is no training split to fall back on: keep the proportions then
+        put(k, names[int(np.argmin(allowed if np.isfinite(min(allowed)) else costs))])
     return assign
 
 
