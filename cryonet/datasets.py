@@ -632,36 +632,27 @@ def make_split(
         return [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1])
                 for t in ts]
 
-    # refine the greedy against the shares that survive the buffer (all three splits present only)
-    if refine_iter > 0 and all(fractions.get(s, 0) > 0 for s in SPLITS) and len(tiles) > 1:
-        keys = sorted(block_counts)
-        index = {k: i for i, k in enumerate(keys)}
-        tile_block = np.array([index[k] for k in block_of])
-        tree = STRtree(boxes(tiles))
-        q_idx, t_idx = tree.query(boxes(tiles), predicate="dwithin", distance=buffer_m)
+    # Which tiles lie within the buffer of a tile of another block is fixed by the geometry: found once, then used
+    # both to refine the greedy against the shares that survive the buffer and to apply the buffer itself.
+    keys = sorted(block_counts)
+    index = {k: i for i, k in enumerate(keys)}
+    tile_block = np.array([index[k] for k in block_of], dtype=np.int64)
+    if tiles:
+        q_idx, t_idx = STRtree(boxes(tiles)).query(boxes(tiles), predicate="dwithin", distance=buffer_m)
         other = tile_block[q_idx] != tile_block[t_idx]
         pairs = np.stack([q_idx[other], t_idx[other]], axis=1)
-        target = np.array([fractions[s] for s in SPLITS]) / sum(fractions[s] for s in SPLITS)
-        counts = np.array([t.class_counts for t in tiles], dtype=np.float64)
-        assign = _refine_blocks(assign, _BufferedShares(tile_block, counts, pairs, target), keys, rng,
-                                int(refine_iter))
-    raw = {s: [t for t, k in zip(tiles, block_of, strict=True) if assign[k] == s] for s in SPLITS}
+    else:
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    target = np.array([fractions.get(s, 0.0) for s in SPLITS]) / sum(fractions.get(s, 0.0) for s in SPLITS)
+    counts = np.array([t.class_counts for t in tiles], dtype=np.float64).reshape(len(tiles), NUM_CLASSES)
+    shares = _BufferedShares(tile_block, counts, pairs, target)
+    if refine_iter > 0 and all(fractions.get(s, 0) > 0 for s in SPLITS) and len(tiles) > 1:
+        assign = _refine_blocks(assign, shares, keys, rng, int(refine_iter))
 
     # buffer: drop lower-precedence tiles near higher-precedence ones (test > val > train)
-
-    kept: dict[str, list[Tile]] = {}
-    dropped: dict[str, int] = {}
-    for i, name in enumerate(SPLITS):
-        higher = [t for s in SPLITS[:i] for t in kept[s]]
-        cand = raw[name]
-        if higher and cand:
-            tree = STRtree(boxes(higher))
-            hit_idx, _ = tree.query(boxes(cand), predicate="dwithin", distance=buffer_m)
-            near = set(hit_idx.tolist())
-            kept[name] = [t for j, t in enumerate(cand) if j not in near]
-        else:
-            kept[name] = list(cand)
-        dropped[name] = len(cand) - len(kept[name])
+    final = shares.kept(np.array([SPLITS.index(assign[k]) for k in keys], dtype=np.int64)) if tiles else tile_block
+    kept = {s: [t for t, f in zip(tiles, final, strict=True) if f == n] for n, s in enumerate(SPLITS)}
+    dropped = {s: sum(assign[k] == s for k in block_of) - len(kept[s]) for s in SPLITS}
     params = {
         "block_size_m": float(block_size_m),
         "buffer_m": float(buffer_m),

@@ -203,7 +203,7 @@ def test_block_assignment_gives_every_split_a_real_share_and_keeps_val_apart_fro
 
 
 def test_refined_split_balances_shares_after_the_buffer(split_setup):
-    from cryonet.datasets import SPLITS, _BufferedShares
+    from cryonet.datasets import SPLITS
 
     _, _, tiles, grid = split_setup
     target = np.array([0.15, 0.15, 0.7])  # test, val, train
@@ -222,24 +222,24 @@ def test_refined_split_balances_shares_after_the_buffer(split_setup):
         for s in SPLITS:
             assert (refined.class_counts(s) > 0).all(), (seed, s, refined.summary())
     assert max(gains) > 0.01, gains  # the search does improve on the greedy here
-    # the vectorised buffer of the search drops exactly the tiles that make_split's STRtree buffer drops
-    from shapely import STRtree, box
+    # the buffer drops exactly the tiles a brute-force reference drops: every tile of a block goes to the block's
+    # split, then (test > val > train) a tile within buffer_m of a kept tile of a higher split is left out
+    from shapely import box
 
     res = grid.res
-    keys = sorted({tuple(map(int, k.split(","))) for k in refined.blocks})
-    index = {k: n for n, k in enumerate(keys)}
     blk = 640.0 / res[0]
-    tile_block = np.array([index[(int((t.row + t.size / 2) // blk), int((t.col + t.size / 2) // blk))] for t in tiles])
-    boxes = [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1]) for t in tiles]
-    q, t_ = STRtree(boxes).query(boxes, predicate="dwithin", distance=150.0)
-    pairs = np.stack([q, t_], axis=1)[tile_block[q] != tile_block[t_]]
-    counts = np.array([t.class_counts for t in tiles], dtype=float)
-    fast = _BufferedShares(tile_block, counts, pairs, target)
-    block_split = np.array([SPLITS.index(refined.blocks[f"{k[0]},{k[1]}"]) for k in keys])
-    kept = fast.kept(block_split)
+
+    def geom(t):
+        return box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1])
+
+    kept: dict[str, list] = {}
     for n, name in enumerate(SPLITS):
-        got = {(t.row, t.col) for t, k in zip(tiles, kept, strict=True) if k == n}
-        assert got == {(t.row, t.col) for t in refined.get(name)}, name
+        mine = [t for t in tiles
+                if refined.blocks[f"{int((t.row + t.size / 2) // blk)},{int((t.col + t.size / 2) // blk)}"] == name]
+        higher = [geom(u) for s in SPLITS[:n] for u in kept[s]]
+        kept[name] = [t for t in mine if all(geom(t).distance(h) > 150.0 for h in higher)]
+        assert {(t.row, t.col) for t in kept[name]} == {(t.row, t.col) for t in refined.get(name)}, name
+        assert refined.dropped[name] == len(mine) - len(kept[name]), name
 
 
 def test_split_load_bad_file(tmp_path):
