@@ -218,6 +218,17 @@ def test_poiqu_debris_share_and_lakes(scenes):
     assert (labels == 3).any()
 
 
+def _debris_and_rock(size: int, seeds: tuple[int, ...]):
+    """(S2 reflectance on the 10 m grid, debris mask, off-glacier rock mask) of in-memory Poiqu twins."""
+    for seed in seeds:
+        twin = synthesize("poiqu", size=size, seed=seed, progress=False)
+        valid = twin.s2["B3"] != S2_L2A_NODATA
+        bands = {b: _twin_features(twin)[b] for b in S2_BANDS}
+        debris = (twin.classes == CLASS_IDS["debris"]) & valid
+        rock = np.isin(twin.surface, (Surface.BEDROCK, Surface.SEDIMENT)) & (twin.classes == 0) & valid
+        yield bands, debris, rock
+
+
 def test_debris_looks_like_rock_but_not_in_terrain_and_coherence(tmp_path):
     """The central difficulty: debris overlaps rock/moraine in S2 bands, separates in coherence and slope."""
     name, size = "poiqu", 300
@@ -227,10 +238,13 @@ def test_debris_looks_like_rock_but_not_in_terrain_and_coherence(tmp_path):
     rock = np.isin(twin.surface, (Surface.BEDROCK, Surface.SEDIMENT)) & (twin.classes == CLASS_IDS["background"])
     assert debris.sum() > 500 and rock.sum() > 5000
     smd = {k: _smd(v[debris], v[rock]) for k, v in feats.items()}
-    spectral = [smd[b] for b in S2_BANDS]
-    assert sum(s < 0.5 for s in spectral) >= 7, smd  # most bands overlap strongly
-    assert max(spectral) < 1.0, smd
     assert smd["coherence"] > 1.0 and smd["slope"] > 1.0, smd
+    # The spectral overlap is a property of the generator, not of one realisation: a 3 km scene holds few lithology
+    # wavelengths, so its SMD varies from seed to seed (0.0-0.6 over seeds 0-5); average three scenes.
+    spectral = np.mean([[_smd(f[b][d], f[b][r]) for b in S2_BANDS] for f, d, r in _debris_and_rock(size, (0, 1, 2))],
+                       axis=0)
+    assert sum(s < 0.5 for s in spectral) >= 7, spectral  # most bands overlap strongly
+    assert max(spectral) < 1.0, spectral
     # Direction: debris is less coherent and flatter than rock; debris is more coherent than clean ice.
     coh = feats["coherence"]
     assert np.nanmean(coh[debris]) < np.nanmean(coh[rock])
@@ -322,6 +336,30 @@ def _twin_features(twin) -> dict[str, np.ndarray]:
     return feats
 
 
+def _assert_real_confusions(twin, feats: dict[str, np.ndarray], name: str) -> None:
+    """The confusions of real late-summer imagery: snow across the outline, meltwater streams that are not lakes."""
+    valid = np.isfinite(feats["B3"])
+    # Off-glacier snow and the accumulation area are one snowpack: in the S2 bands they overlap (only illumination
+    # differs: other slopes and aspects), while the coherence (the firn moves) separates them.
+    snow = (twin.surface == Surface.SNOW) & valid
+    firn = (twin.surface == Surface.FIRN) & valid
+    assert snow.sum() > 1000 and firn.sum() > 1000, name
+    smd = {k: _smd(v[snow], v[firn]) for k, v in feats.items()}
+    assert max(smd[b] for b in S2_BANDS) < 0.5 and smd["coherence"] > 0.5, (name, smd)  # as debris and rock
+    # Meltwater streams: water as dark in the SWIR as lakes, labelled background, on the sloping valley floor (lakes
+    # are flat), below the snow line.
+    river = (twin.surface == Surface.RIVER) & valid
+    lake = (twin.classes == CLASS_IDS["lake"]) & valid
+    assert river.sum() > 500, name
+    assert (twin.classes[river] == CLASS_IDS["background"]).all()
+    green, nir = ((feats[b] + S2_L2A_OFFSET) / S2_L2A_SCALE for b in ("B3", "B8"))
+    ndwi = (green - nir) / (green + nir)
+    assert np.median(ndwi[river]) > 0.3 and np.median(ndwi[lake]) > 0.3, name
+    assert np.median(feats["slope"][river]) > np.median(feats["slope"][lake]), name
+    assert np.median(feats["slope"][river]) < 15.0, name  # on the valley floor, not on the walls
+    assert twin.elevation[river].max() < twin.region.ela_m, name  # below the glaciers' snow line
+
+
 @pytest.mark.slow
 def test_default_scenes_hold_every_class_and_the_regional_contrast():
     shares = {}
@@ -342,6 +380,7 @@ def test_default_scenes_hold_every_class_and_the_regional_contrast():
         assert dem.min() < lo + 0.25 * (hi - lo) and dem.max() > hi - 0.25 * (hi - lo)
         assert dem.min() > lo - 100 and dem.max() < hi + 100
         assert (twin.layers["lakes"]["type"] == "proglacial").any()
+        _assert_real_confusions(twin, feats, region.name)
     assert shares["poiqu"] >= 0.10
     assert shares["montblanc"] < shares["poiqu"]
 

@@ -49,7 +49,7 @@ from cryonet.synthetic.terrain import PIXEL_M, make_terrain
 logger = logging.getLogger(__name__)
 
 #: Version of the generator; a scene written by another version is regenerated.
-GENERATOR_VERSION: str = "1.1"
+GENERATOR_VERSION: str = "1.2"
 #: Margin of the master grid around the scene, 10 m pixels (a multiple of 4, so 40 m grids nest; 480 m).
 MARGIN_PX: int = 48
 #: Margin of the InSAR grid around the scene, 40 m pixels (200 m).

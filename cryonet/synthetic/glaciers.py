@@ -14,6 +14,9 @@ Physical picture (deliberately simple, but every quantity has a meaning):
   tongues. Ice surfaces are smooth and gently sloping; debris surfaces are hummocky.
 * Lakes: moraine-dammed proglacial lakes form at the termini of debris-covered tongues (region's lake propensity);
   supraglacial ponds with ice cliffs on their up-glacier side pit the debris.
+* Meltwater streams leave every terminus (through the moraine dam where there is a lake) and run down the valley
+  floor, joining the trunk valley's stream at confluences; they widen downstream and braid. They are water but not
+  glacial lakes: background in the reference, as in glacial-lake inventories.
 * Surface velocity from the balance flux through the tongue cross-section drives InSAR decorrelation.
 """
 
@@ -61,6 +64,7 @@ class Surface(IntEnum):
     ICE_CLIFF = 7  # exposed ice in the debris cover
     LAKE = 8  # proglacial, moraine-dammed lake
     POND = 9  # supraglacial pond
+    RIVER = 10  # proglacial meltwater stream on the valley floor (background: not a glacial lake)
 
 
 @dataclass
@@ -325,6 +329,33 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
                 next_lake += 1
     ice_cliff &= debris & (lake_id == 0)
 
+    # --- Proglacial streams -----------------------------------------------------------------------------------------
+    # Valley-axis points downstream of a terminus carry meltwater; a tributary's stream continues down its parent
+    # valley from the confluence. The channel is about 20 m wide below the terminus and widens to 40-60 m downstream
+    # (distance scale 3 km), with braiding (smooth noise on the width).
+    wet_pt = np.zeros(n_pts, dtype=bool)
+    down_m = np.full(n_pts, np.inf)
+    for li in sorted(range(n_lines), key=lambda k: terrain.line_parent[k] >= 0, reverse=True):  # tributaries first
+        idx = np.flatnonzero(terrain.pt_line == li)
+        t = terminus[li]
+        if t >= 0:
+            after = idx[terrain.pt_s[idx] > terrain.pt_s[t]]
+            wet_pt[after] = True
+            down_m[after] = np.minimum(down_m[after], terrain.pt_s[after] - terrain.pt_s[t])
+        parent = terrain.line_parent[li]
+        if parent >= 0 and wet_pt[idx[-1]]:
+            j = terrain.line_junction[li]
+            pidx = np.flatnonzero(terrain.pt_line == parent)
+            below_j = pidx[pidx >= j]
+            wet_pt[below_j] = True
+            start = down_m[idx[-1]] - terrain.pt_s[j]
+            down_m[below_j] = np.minimum(down_m[below_j], start + terrain.pt_s[below_j])
+    braid = fractal_noise(shape, rng, beta=2.5, min_wavelength_px=3, max_wavelength_px=30)
+    d_down = np.where(wet_pt[nearest], down_m[nearest], 0.0)
+    half_w = (10.0 + 15.0 * np.tanh(d_down / 3000.0)) * (1.0 + 0.3 * braid)
+    river = wet_pt[nearest] & floor_cell & (dist <= half_w) & ~ice & (lake_id == 0)
+    river = ndimage.binary_opening(river, structure=np.ones((2, 2)))
+
     # --- Glacier ids, classes, velocity ---------------------------------------------------------------------------
     glacier_body = ice | ((lake_id > 0) & np.isin(lake_id, [k for k, v in lake_types.items() if v == "supraglacial"]))
     glacier_id, _ = ndimage.label(glacier_body, structure=np.ones((3, 3)))
@@ -363,6 +394,7 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     surface[ice & (z <= ela_field)] = Surface.ICE
     surface[debris & ice] = Surface.DEBRIS
     surface[ice_cliff] = Surface.ICE_CLIFF
+    surface[river] = Surface.RIVER
     for k, kind in lake_types.items():
         surface[lake_id == k] = Surface.LAKE if kind == "proglacial" else Surface.POND
     veg_fraction[(surface >= Surface.SNOW)] = 0.0

@@ -47,6 +47,7 @@ TEMPORAL_COHERENCE: dict[Surface, float] = {
     Surface.ICE_CLIFF: 0.10,
     Surface.LAKE: 0.04,
     Surface.POND: 0.04,
+    Surface.RIVER: 0.04,
 }
 #: Speed (m per year) at which flow decorrelates the pair to 1/e (strain and rotation within a resolution cell).
 MOTION_DECORRELATION_M_PER_YR: float = 30.0

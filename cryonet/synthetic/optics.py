@@ -4,7 +4,11 @@
   in the range of laboratory and field spectra (USGS / ASTER spectral libraries; glacier-surface field spectra):
   snow and firn very bright in the visible and dark in the SWIR, bare ice darker and very dark in the SWIR, rock
   flat and moderately bright with a rise into the SWIR, vegetation with a red edge, turbid glacial water
-  greenish-turquoise and dark beyond the red.
+  greenish-turquoise and dark beyond the red, proglacial streams (more sediment-laden than lakes) a little brighter.
+* The scene is a late-summer acquisition: snow on the accumulation areas and seasonal snow off the glaciers at the
+  same elevations are one metamorphosed snowpack with one spectrum. In real imagery the glacier outline is not
+  visible in the reflectance where snow crosses it (Paul et al. 2013, Ann. Glaciol. 54(63), 171-182); a twin that
+  gave off-glacier snow a fresh-snow spectrum would let a per-pixel classifier find that outline.
 * Debris on the glacier, moraine/scree and bedrock share one family of rock spectra. They differ only slightly
   (debris is a little darker and moister, with a small ice fraction near ice cliffs), and spatially varying
   lithology, iron staining and moisture spread each of them into a broad distribution: spectrally they overlap, as
@@ -31,7 +35,6 @@ logger = logging.getLogger(__name__)
 #: Reflectance spectra (0-1) per surface type, in the order of :data:`cryonet.constants.S2_BANDS`
 #: (B2 B3 B4 B5 B6 B7 B8 B8A B11 B12).
 SPECTRA: dict[Surface, tuple[float, ...]] = {
-    Surface.SNOW: (0.93, 0.92, 0.90, 0.88, 0.86, 0.83, 0.80, 0.77, 0.10, 0.06),
     Surface.FIRN: (0.78, 0.76, 0.73, 0.70, 0.67, 0.63, 0.58, 0.54, 0.05, 0.035),
     Surface.ICE: (0.52, 0.48, 0.40, 0.36, 0.31, 0.27, 0.22, 0.20, 0.02, 0.015),
     Surface.BEDROCK: (0.12, 0.15, 0.18, 0.20, 0.22, 0.235, 0.245, 0.255, 0.29, 0.23),
@@ -41,6 +44,10 @@ SPECTRA: dict[Surface, tuple[float, ...]] = {
     Surface.LAKE: (0.07, 0.11, 0.085, 0.05, 0.03, 0.025, 0.02, 0.018, 0.005, 0.003),
     Surface.POND: (0.10, 0.13, 0.12, 0.09, 0.06, 0.05, 0.045, 0.04, 0.01, 0.006),
 }
+#: Late-summer snow off the glaciers: the same snowpack as on the accumulation areas (see the module docstring).
+SPECTRA[Surface.SNOW] = SPECTRA[Surface.FIRN]
+#: Proglacial meltwater stream: suspended sediment makes it brighter than a lake in the visible and red edge.
+SPECTRA[Surface.RIVER] = (0.10, 0.14, 0.13, 0.10, 0.07, 0.055, 0.05, 0.045, 0.012, 0.008)
 #: Exposed ice in ice cliffs: dirty ice, a mixture of bare ice and debris.
 SPECTRA[Surface.ICE_CLIFF] = tuple(0.55 * i + 0.45 * d for i, d in zip(SPECTRA[Surface.ICE], SPECTRA[Surface.DEBRIS],
                                                                         strict=True))
@@ -159,7 +166,7 @@ def intrinsic_reflectance(glaciers: GlacierField, rng: np.random.Generator) -> n
     veg_surface = surface == Surface.VEGETATION
     cryo = np.isin(surface, [Surface.SNOW, Surface.FIRN, Surface.ICE])
     dust = fractal_noise(shape, rng, beta=3.0, min_wavelength_px=6)
-    water = np.isin(surface, [Surface.LAKE, Surface.POND])
+    water = np.isin(surface, [Surface.LAKE, Surface.POND, Surface.RIVER])
     turbidity = fractal_noise(shape, rng, beta=3.0, min_wavelength_px=4)
 
     refl = np.empty((n_bands, *shape), dtype=np.float32)
