@@ -50,21 +50,24 @@ and dropping the class weights of the cross-entropy (``class_weight_power=0``, 1
 On twin 1.1, clean ice and lakes were separable pixel by pixel from reflectance alone, so the random forest was a
 hard reference for them. Generator 1.2 (:mod:`cryonet.synthetic.optics`, :mod:`cryonet.synthetic.glaciers`) gave
 off-glacier snow the spectrum of the accumulation areas' snow (one late-summer snowpack, as in real imagery) and
-added meltwater streams on the valley floors (water, but background). On twin 1.2, 8 epochs (ci), measured
-2026-11-24 on the same test tiles::
+added meltwater streams on the valley floors (water, but background). On twin 1.2, chapter 3 of a fresh-clone
+``make book`` (ci, 8 epochs, 48 test tiles, commit 0017d9e) gave, with 95 % paired-bootstrap intervals of the
+difference::
 
-    IoU                     ci (as configured)   no weighted sampler   pixel RF (S2 only)
-    clean ice               0.952                0.965                 0.898
-    debris                  0.831                0.845                 0.218
-    lake                    0.850                0.827                 0.968
-    mean, glacier classes   0.878                0.879                 0.695
+    IoU                     CryoNet (ci)   pixel RF (S2 only)   difference
+    clean ice               0.959          0.898                +0.061 [+0.039, +0.083]
+    debris                  0.804          0.221                +0.583 [+0.463, +0.685]
+    lake                    0.867          0.965                -0.098 [-0.144, -0.061]
+    mean, glacier classes   0.877          0.695                +0.182 [+0.137, +0.230]
 
-Lakes stay separable per pixel (ice-free, darker than everything but shadow in the NIR and SWIR). All of CryoNet's
-wrong lake pixels on the test tiles lie within 1 px of the reference lake outline: its lakes are one pixel too wide
-or too narrow, a rim that the decoder's coarsest-to-finest path (the finest skip connection is at half resolution)
-and the class weights (lake weight 3.7 on this split, which tips mixed boundary pixels towards lake) both favour. Removing the
-class weights' prior from the logits at prediction (``logits - log w``, a logit adjustment) raised lake IoU to
-0.896 (precision = recall = 0.945) but lowered debris IoU to 0.790; it is not applied.
+Lakes stay separable per pixel (ice-free, darker than everything but shadow in the NIR and SWIR). On a draft of 1.2
+(streams 5 m narrower at their source; CryoNet lake IoU 0.850, RF 0.968) every wrong lake pixel of CryoNet on the test
+tiles lay within 1 px of the reference lake outline: its lakes are one pixel too wide or too narrow, a rim that the
+decoder (its finest skip connection is at half resolution) and the class weights (lake weight 3.7 on that split,
+which tips mixed boundary pixels towards lake) both favour. Removing the class weights' prior from the logits at
+prediction (``logits - log w``, a logit adjustment) raised lake IoU to 0.896 (precision = recall = 0.945) but lowered
+debris IoU from 0.831 to 0.790; it is not applied. Dropping the weighted sampler on that draft gave clean ice / debris
+/ lake 0.965 / 0.845 / 0.827 against 0.952 / 0.831 / 0.850 with it, no gain beyond run-to-run spread; it stays.
 """
 
 from __future__ import annotations
