@@ -219,11 +219,11 @@ def test_poiqu_debris_share_and_lakes(scenes):
 
 
 def _debris_and_rock(size: int, seeds: tuple[int, ...]):
-    """(S2 reflectance on the 10 m grid, debris mask, off-glacier rock mask) of in-memory Poiqu twins."""
+    """(S2 DN on the 10 m grid, debris mask, off-glacier rock mask) of in-memory Poiqu twins."""
     for seed in seeds:
         twin = synthesize("poiqu", size=size, seed=seed, progress=False)
         valid = twin.s2["B3"] != S2_L2A_NODATA
-        bands = {b: _twin_features(twin)[b] for b in S2_BANDS}
+        bands = _twin_features(twin)
         debris = (twin.classes == CLASS_IDS["debris"]) & valid
         rock = np.isin(twin.surface, (Surface.BEDROCK, Surface.SEDIMENT)) & (twin.classes == 0) & valid
         yield bands, debris, rock
