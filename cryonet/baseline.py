@@ -574,6 +574,7 @@ def train_step_seconds(
     y: np.ndarray,
     *,
     encoder: str | None = None,
+    full_res_head: bool = False,
     steps: int = 3,
     lr: float = 1e-3,
     seed: int = 0,
@@ -588,6 +589,7 @@ def train_step_seconds(
         x: ``(N, layers, rows, cols)`` float32 normalised batch.
         y: ``(N, rows, cols)`` int64 labels (255 ignored).
         encoder: Encoder override (as in :func:`cryonet.models.create`).
+        full_res_head: With the full-resolution head (as in :func:`cryonet.models.create`).
         steps: Timed steps.
         lr: AdamW learning rate.
         seed: Seed of the initialisation.
@@ -600,7 +602,7 @@ def train_step_seconds(
     from cryonet import models
 
     torch.manual_seed(seed)
-    net = models.create(model, in_channels=x.shape[1], encoder=encoder).train()
+    net = models.create(model, in_channels=x.shape[1], encoder=encoder, full_res_head=full_res_head).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=LABEL_NODATA)
     xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))

@@ -150,6 +150,8 @@ class Profile:
             experiment; 0 = zero-shot transfer.
         finetune_epochs: Epochs of few-shot fine-tuning.
         amp: Mixed precision (used on CUDA only; ignored on CPU).
+        full_res_head: Give every model the full-resolution refinement head of
+            :class:`cryonet.models.FullResolutionHead` (our addition, see :mod:`cryonet.models`).
         split: Spatial split geometry.
         seed: Seed of every random choice of a run (tile subset, split, initialisation, shuffling).
     """
@@ -173,6 +175,7 @@ class Profile:
     fewshot_tiles: tuple[int, ...]
     finetune_epochs: int
     amp: bool
+    full_res_head: bool
     split: SplitConfig
     seed: int
 
@@ -247,6 +250,9 @@ class Profile:
             ValueError: Unknown or missing fields (listed), or invalid values.
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        # Runs written before the full-resolution head existed trained bare smp models.
+        data.setdefault("full_res_head", False)
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"cannot read profile: unknown fields {unknown}, missing fields {missing}")
@@ -277,6 +283,7 @@ CI: Final[Profile] = Profile(
     fewshot_tiles=(0, 16),
     finetune_epochs=2,
     amp=False,
+    full_res_head=True,
     split=SplitConfig(block_size_m=2560.0, buffer_m=320.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
 )
@@ -302,6 +309,7 @@ PAPER: Final[Profile] = Profile(
     fewshot_tiles=(0, 10, 25, 50, 100),
     finetune_epochs=20,
     amp=True,
+    full_res_head=True,
     split=SplitConfig(block_size_m=5120.0, buffer_m=640.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
 )

@@ -27,6 +27,17 @@ Choices that are ours, not the paper's (the paper does not publish them):
   encoder (smp's Segformer decoder accepts any smp encoder), not a Mix Transformer: fast on a CPU and comparable
   with the other three, but not a transformer. ``smp.UnetPlusPlus`` rejects the ``mit_*`` encoders (smp raises
   ``ValueError``), so a mit encoder cannot be used for all four.
+* **Full-resolution head** (``full_res_head=True``, on in both profiles; :class:`FullResolutionHead`). smp's
+  U-Net, U-Net++ and DeepLabV3+ decoders take their finest skip connection from the encoder's first stage, which
+  a ResNet runs at half resolution (its stem convolution has stride 2), and smp drops the full-resolution input
+  itself from the skips. The original U-Net and U-Net++ kept a full-resolution path (their first encoder block
+  has no stride), and one 10 m pixel is what separates a lake from its moraine dam. The head restores that path
+  for all four models alike: two 3 x 3 convolutions over the (normalised) input layers and the model's logits at
+  full resolution, added to the logits (a residual, zero-initialised, so an untrained head leaves the model's
+  output unchanged). It adds about ``(C + K + 32) * 32 * 9`` weights (C input layers, K classes; 23 k at
+  C = 44, K = 4) and, measured on the 2-core CPU, no step time beyond the run-to-run noise. Measured on the Poiqu twin (``cryonet.config``), it raised lake IoU from 0.908 / 0.942 to 0.951 /
+  0.979 (two seeds, 24 epochs on a GPU) and did not lower the other classes. ``full_res_head=False`` gives the
+  bare smp models of the paper's description.
 * **Initialisation.** Random (``encoder_weights=None``): nothing is downloaded. ``weights=`` takes a local
   ImageNet state dict of the encoder (see :func:`create`).
 
@@ -86,6 +97,47 @@ MODEL_DESCRIPTIONS: Final[dict[str, str]] = {
         "the same decoder over that CNN encoder"
     ),
 }
+
+
+class FullResolutionHead(torch.nn.Module):
+    """A full-resolution refinement of any segmentation model's logits (see the module docstring).
+
+    ``forward(x) = net(x) + refine(concat(x, net(x)))``, where ``refine`` is conv3x3-BN-ReLU, conv3x3-BN-ReLU,
+    conv1x1 at the input's resolution. The last convolution starts at zero, so at initialisation the output is
+    ``net(x)``. Written here because smp has no such head: its decoders' skip connections are fixed by the
+    encoder's stages.
+
+    Args:
+        net: The model whose logits are refined (``(N, C, H, W) -> (N, K, H, W)``).
+        in_channels: C, the number of input layers.
+        classes: K, the number of classes.
+        width: Channels of the two hidden convolutions.
+    """
+
+    def __init__(self, net: torch.nn.Module, in_channels: int, classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.net = net
+        nn = torch.nn
+        self.refine = nn.Sequential(
+            nn.Conv2d(in_channels + classes, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, classes, 1),
+        )
+        nn.init.zeros_(self.refine[-1].weight)
+        nn.init.zeros_(self.refine[-1].bias)
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The wrapped model's encoder (as on a bare smp model)."""
+        return self.net.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return logits + self.refine(torch.cat([x, logits], dim=1))
 
 
 def _check_name(name: str) -> str:
@@ -195,6 +247,7 @@ def create(
     classes: int = len(CLASSES),
     encoder: str | None = None,
     weights: str | Path | None = None,
+    full_res_head: bool = False,
 ) -> torch.nn.Module:
     """Build one of the four models; nothing is downloaded.
 
@@ -210,6 +263,8 @@ def create(
             keys prefixed ``encoder.`` (a whole smp model) are reduced to the encoder's. The first convolution is
             adapted to ``in_channels`` with smp's ``patch_first_conv``: channel ``i`` gets the ImageNet kernel of
             RGB channel ``i mod 3``, all scaled by ``3 / in_channels``. None (default): random initialisation.
+        full_res_head: Wrap the model in a :class:`FullResolutionHead` (both profiles do; default False: the bare
+            smp model).
 
     Returns:
         The model (training mode). Input ``(N, in_channels, H, W)``, output logits ``(N, classes, H, W)``.
@@ -238,7 +293,10 @@ def create(
         raise ValueError(f"cannot build model {key!r} with encoder {enc!r}: {exc}") from exc
     if weights is not None:
         _init_encoder_from(model, Path(weights), enc, int(in_channels))
-    logger.debug("built %s (%s, %d -> %d channels)", key, enc, in_channels, classes)
+    if full_res_head:
+        model = FullResolutionHead(model, int(in_channels), int(classes))
+    logger.debug("built %s (%s, %d -> %d channels, full-resolution head %s)", key, enc, in_channels, classes,
+                 full_res_head)
     return model
 
 
@@ -255,12 +313,13 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def describe(name: str, encoder: str | None = None) -> str:
+def describe(name: str, encoder: str | None = None, full_res_head: bool = False) -> str:
     """One line naming the model, its smp configuration and its encoder.
 
     Args:
         name: One of :data:`MODEL_NAMES`.
         encoder: Encoder override, as for :func:`create`; None gives the paper default.
+        full_res_head: Whether the model carries the :class:`FullResolutionHead`.
 
     Returns:
         E.g. ``"cryonet: smp.UnetPlusPlus(encoder_name='resnet18', decoder_attention_type='scse')"``.
@@ -270,4 +329,5 @@ def describe(name: str, encoder: str | None = None) -> str:
     enc = resolve_encoder(key, encoder)
     args = ", ".join([f"encoder_name={enc!r}"] + [f"{k}={v!r}" for k, v in fixed.items()])
     default = "" if encoder is None or encoder == DEFAULT_ENCODERS[key] else f" (paper: {DEFAULT_ENCODERS[key]})"
-    return f"{key}: smp.{cls.__name__}({args}){default}"
+    head = " + full-resolution head" if full_res_head else ""
+    return f"{key}: smp.{cls.__name__}({args}){head}{default}"

@@ -66,7 +66,7 @@ import pickle
 import random
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,11 @@ def resolve_profile(profile: Any = "ci", **overrides: Any) -> Any:
         prof = profile
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return prof.replace(**overrides) if overrides else prof
+
+
+def _full_res_head(profile: Any) -> bool:
+    """Whether a saved profile (dict) trained its model with the full-resolution head (absent: older run, no)."""
+    return bool(profile.get("full_res_head", False)) if isinstance(profile, Mapping) else False
 
 
 def _profile_dict(profile: Any) -> dict[str, Any]:
@@ -337,7 +342,7 @@ def load_model(
     path = checkpoint_path(run_or_ckpt)
     ckpt = load_checkpoint(path, map_location="cpu")
     model = models.create(ckpt["model"], in_channels=len(ckpt["layers"]), classes=len(CLASSES),
-                          encoder=ckpt["encoder"])
+                          encoder=ckpt["encoder"], full_res_head=_full_res_head(ckpt.get("profile")))
     model.load_state_dict(ckpt["model_state"])
     model.to(device).eval()
     norm = Normalizer.from_dict(ckpt["normalizer"])
@@ -543,15 +548,17 @@ def _given_normalizer(normalizer: Normalizer | str | os.PathLike[str] | None) ->
 
 
 def _load_init_weights(
-    init_checkpoint: str | os.PathLike[str], model: str, encoder: str, layers: list[str]
+    init_checkpoint: str | os.PathLike[str], model: str, encoder: str, layers: list[str], full_res_head: bool
 ) -> tuple[dict[str, torch.Tensor], Path]:
-    """Model weights of a source run to start from; its model, encoder and layers must equal this run's."""
+    """Model weights of a source run to start from; its model, encoder, head and layers must equal this run's."""
     path = checkpoint_path(init_checkpoint)
     src = load_checkpoint(path)
-    found = (src["model"], src["encoder"], list(src["layers"]))
-    if found != (model, encoder, list(layers)):
-        diffs = [f"{what}: checkpoint {a!r}, this run {b!r}" for what, a, b in
-                 zip(("model", "encoder", "layers"), found, (model, encoder, list(layers)), strict=True) if a != b]
+    what = ("model", "encoder", "full_res_head", "layers")
+    found = (src["model"], src["encoder"], _full_res_head(src.get("profile")), list(src["layers"]))
+    wanted = (model, encoder, bool(full_res_head), list(layers))
+    if found != wanted:
+        diffs = [f"{w}: checkpoint {a!r}, this run {b!r}" for w, a, b in zip(what, found, wanted, strict=True)
+                 if a != b]
         raise ValueError(
             f"{path}: cannot initialise from this checkpoint; the architecture or the input layers differ "
             f"({'; '.join(diffs)}). Fine-tune with the source run's model and encoder on a stack built with the "
@@ -688,9 +695,11 @@ def train(
             torch.utils.data.Subset(val_ds, val_idx), batch_size=bs, shuffle=False, num_workers=workers
         )
 
-        net = models.create(model, in_channels=len(layers), classes=len(CLASSES), encoder=encoder)
+        net = models.create(model, in_channels=len(layers), classes=len(CLASSES), encoder=encoder,
+                            full_res_head=bool(prof.full_res_head))
         if ckpt is None and init_checkpoint is not None:
-            init_state, init_path = _load_init_weights(init_checkpoint, model, encoder, layers)
+            init_state, init_path = _load_init_weights(
+                init_checkpoint, model, encoder, layers, bool(prof.full_res_head))
             net.load_state_dict(init_state)
             logger.info("initialised %s from %s", run_dir, init_path)
         net = net.to(dev)

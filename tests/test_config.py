@@ -71,3 +71,10 @@ def test_from_dict_names_unknown_and_missing_fields():
     del data["lr"]
     with pytest.raises(ValueError, match=r"unknown fields \['colour'\], missing fields \['lr'\]"):
         Profile.from_dict(data)
+
+
+def test_profiles_written_before_the_full_resolution_head_read_as_bare_models():
+    data = get_profile("ci").to_dict()
+    assert data["full_res_head"] is True and get_profile("paper").full_res_head is True
+    del data["full_res_head"]
+    assert Profile.from_dict(data).full_res_head is False

@@ -81,7 +81,8 @@ def make_run(root: Path, stack: Path, labels: Path, *, uses: list[int], model: s
     from cryonet.train import CHECKPOINT_FORMAT, save_checkpoint
 
     root.mkdir(parents=True, exist_ok=True)
-    prof = config.CI.replace(**{**TINY, "split": {"block_size_m": 320.0, "buffer_m": 0.0}})
+    # a bare smp model (no full-resolution head, which would see every layer): the profile says so
+    prof = config.CI.replace(**{**TINY, "full_res_head": False, "split": {"block_size_m": 320.0, "buffer_m": 0.0}})
     torch.manual_seed(0)
     net = models.create(model, in_channels=len(LAYERS), classes=4, encoder="resnet18")
     with torch.no_grad():

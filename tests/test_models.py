@@ -127,3 +127,38 @@ def test_descriptions_cover_every_model():
         "cryonet: smp.UnetPlusPlus(encoder_name='resnet18', decoder_attention_type='scse') (paper: resnet101)"
     )
     assert models.describe("unet") == "unet: smp.Unet(encoder_name='resnet101')"
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_full_resolution_head_starts_as_the_bare_model_and_learns_at_pixel_scale(name):
+    torch.manual_seed(0)
+    bare = models.create(name, 9, encoder=CI_ENCODER).eval()
+    torch.manual_seed(0)
+    head = models.create(name, 9, encoder=CI_ENCODER, full_res_head=True).eval()
+    assert isinstance(head, models.FullResolutionHead)
+    assert head.encoder is head.net.encoder
+    # same draws for the wrapped smp model; the head's own weights are drawn after it
+    assert all(torch.equal(v, head.net.state_dict()[k]) for k, v in bare.state_dict().items())
+    n_extra = models.count_parameters(head) - models.count_parameters(bare)
+    assert n_extra == (9 + 4) * 32 * 9 + 32 * 32 * 9 + 32 * 4 + 4 + 2 * 2 * 32  # two convs, 1x1 conv, two BNs
+    x = torch.randn(2, 9, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(head(x), bare(x))  # zero-initialised residual: untrained head changes nothing
+    # after one step the head responds to a single input pixel: a path at full resolution exists
+    head.train()
+    opt = torch.optim.SGD(head.refine.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(head(x), torch.randint(0, 4, (2, 64, 64)))
+    loss.backward()
+    opt.step()
+    head.eval()
+    x2 = x.clone()
+    x2[0, :, 32, 32] += 10.0
+    with torch.no_grad():
+        refine_delta = (head.refine(torch.cat([x2, head.net(x2)], 1)) - head.refine(torch.cat([x, head.net(x)], 1)))
+    assert refine_delta[0, :, 32, 32].abs().sum() > 0
+
+
+def test_full_resolution_head_is_named_in_descriptions():
+    assert models.describe("unet", "resnet18", full_res_head=True) == (
+        "unet: smp.Unet(encoder_name='resnet18') + full-resolution head (paper: resnet101)"
+    )

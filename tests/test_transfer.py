@@ -277,7 +277,8 @@ def test_init_checkpoint_loads_the_source_weights(regions, source_run, tmp_path,
     res = T.train(tp, tl, tmp_path / "ft", model="unet", profile="ci", progress=False, init_checkpoint=source_run,
                   normalizer=source_run, **TINY)
     ft = torch.load(res.run_dir / "last.pt", weights_only=True)
-    params = {n for n, _ in models.create("unet", in_channels=8, encoder="resnet18").named_parameters()}
+    params = {n for n, _ in models.create("unet", in_channels=8, encoder="resnet18",
+                                          full_res_head=True).named_parameters()}  # as the ci profile builds it
     assert all(torch.equal(ft["model_state"][k], src[k]) for k in params)
     assert ft["init_checkpoint"] == str(source_run / "best.pt")
     assert json.loads((res.run_dir / "run.json").read_text())["normalizer_source"] == "given"
@@ -291,6 +292,9 @@ def test_init_checkpoint_loads_the_source_weights(regions, source_run, tmp_path,
     with pytest.raises(ValueError, match="architecture or the input layers differ.*model"):
         T.train(tp, tl, tmp_path / "bad", model="cryonet", profile="ci", progress=False, init_checkpoint=source_run,
                 **TINY)
+    with pytest.raises(ValueError, match="full_res_head: checkpoint True, this run False"):
+        T.train(tp, tl, tmp_path / "bare", model="unet", profile="ci", progress=False, init_checkpoint=source_run,
+                full_res_head=False, **TINY)
 
 
 @pytest.mark.slow
