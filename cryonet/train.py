@@ -156,7 +156,11 @@ def _setting(profile: Any, name: str) -> Any:
 
 
 def resolve_profile(profile: Any = "ci", **overrides: Any) -> Any:
-    """A :class:`cryonet.config.Profile` from a name, a dict or a profile, with ``overrides`` applied."""
+    """A :class:`cryonet.config.Profile` from a name, a dict or a profile, with ``overrides`` applied.
+
+    An override that is None counts as not given (callers pass optional arguments through): to set a field to
+    None, e.g. ``early_stopping_patience=None`` (no early stopping), pass ``profile.replace(...)`` instead.
+    """
     from cryonet import config
 
     if isinstance(profile, str):
