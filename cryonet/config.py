@@ -78,22 +78,22 @@ there from the same code and seed; its labels are not byte-identical to those bu
 here), so its numbers compare with each other, not with the CPU tables above. CryoNet, ci settings (ResNet-18, 128 px
 tiles, batch 8, one-cycle lr 1e-3), test-tile IoU, with and without :class:`cryonet.models.FullResolutionHead`::
 
-    IoU: clean ice / debris / lake (mean of the glacier classes)   bare smp model              with the head
-    8 epochs (ci), seed 0, GPU                                      .960 / .836 / .887 (.894)   .965 / .804 / .848 (.872)
-    8 epochs (ci), seed 0, this CPU, twin of the table above        .959 / .804 / .867 (.877)   .967 / .800 / .883 (.884)
-    24 epochs, seed 0, GPU, no early stop                           .970 / .847 / .908 (.909)   .974 / .859 / .951 (.928)
-    24 epochs, seed 1, GPU, no early stop                           .980 / .908 / .942 (.943)   .986 / .925 / .979 (.963)
+    clean ice / debris / lake IoU (mean of the three)      bare smp model              with the head
+    8 epochs (ci), seed 0, GPU                             .960 / .836 / .887 (.894)   .965 / .804 / .848 (.872)
+    8 epochs (ci), seed 0, this CPU, twin of table above   .959 / .804 / .867 (.877)   .967 / .800 / .883 (.884)
+    24 epochs, seed 0, GPU, no early stop                  .970 / .847 / .908 (.909)   .974 / .859 / .951 (.928)
+    24 epochs, seed 1, GPU, no early stop                  .980 / .908 / .942 (.943)   .986 / .925 / .979 (.963)
 
 (the CPU "bare" entry is chapter 3 of the fresh clone above, the others single runs.) Chapter 3 of a fresh-clone
-``make book`` with the head (commit 5c29799; same twin and split as the CPU table above) gave, against the same
-random forest, clean ice 0.967 (+0.069 [+0.046, +0.091]), debris 0.800 (+0.579 [+0.459, +0.685]), lake 0.883
-(-0.082 [-0.114, -0.065]) and mean 0.884 (+0.189 [+0.147, +0.225]); in chapter 4 the baselines gained more from the
-head at 8 epochs than CryoNet (mean glacier IoU U-Net 0.920, DeepLabV3+ 0.915, SegFormer/R18 0.895). At 8 epochs the head is within
-the run-to-run spread; trained to the end of a longer schedule it raised lake IoU by 0.04 on both seeds and lowered no
+``make book`` with the head (commit 5c29799; same twin and split as the CPU table above) gave, against the same random
+forest, clean ice 0.967 (+0.069 [+0.046, +0.091]), debris 0.800 (+0.579 [+0.459, +0.685]), lake 0.883 (-0.082 [-0.114,
+-0.065]) and mean 0.884 (+0.189 [+0.147, +0.225]); in chapter 4 the baselines gained more from the head at 8 epochs
+than CryoNet (mean glacier IoU U-Net 0.920, DeepLabV3+ 0.915, SegFormer/R18 0.895). At 8 epochs the head is within the
+run-to-run spread; trained to the end of a longer schedule it raised lake IoU by 0.04 on both seeds and lowered no
 class, so both profiles use it, for all four models. Lakes still come out a little too large (precision 0.96 / 0.99
 against recall 0.99 / 0.99); the logit adjustment above then moved lake IoU to 0.958 / 0.983 and debris to 0.856 /
-0.912, which is within the spread; it stays unapplied. On the per-pixel random forest's lake IoU of this twin
-(0.965 on the CPU build): the longer runs with the head reach it, the 8-epoch ci runs do not.
+0.912, which is within the spread; it stays unapplied. On the per-pixel random forest's lake IoU of this twin (0.965
+on the CPU build): the longer runs with the head reach it, the 8-epoch ci runs do not.
 
 Early stopping: with ``early_stopping_patience=3`` a one-cycle schedule planned for 30 epochs stopped at epochs 8 to
 11 in three runs of four (validation mean IoU is noisy around the peak learning rate), with lake IoU 0.80 to 0.91;
@@ -101,13 +101,14 @@ the fourth ran to epoch 26 and gave .988 / .908 / .988. Set the patience long ag
 ``epochs``. (``train.resolve_profile`` drops overrides that are None, so ``early_stopping_patience=None`` there keeps
 the profile's patience; pass ``Profile.replace(early_stopping_patience=None)`` to switch it off.)
 
-``paper`` profile on the same GPU: CryoNet with the ResNet-101 encoder (UNet++ scSE, 256 px tiles, batch 16, AMP
-with a gradient scaler, 8 loader workers) trained its first two epochs on the Poiqu twin in 8.8 s and 5.7 s (train
-and validation), peak GPU memory 8.9 GiB (``torch.cuda.max_memory_allocated``). The twin is small (1500 x 1500
-px; its paper-profile split here has 47 training, 14 validation and 12 test tiles of 256 px, i.e. 3 steps of batch
-16 per epoch), so these seconds are mostly loader start-up and validation: they bound the twin's 100 epochs at about
-10 minutes but do not time an epoch of a real Sentinel-2 scene, which is not measured. Mixed precision on CUDA ran without a non-finite loss; PyTorch warned once that the scheduler stepped
-before the optimiser, which is the gradient scaler skipping its first step, as it does by design.
+``paper`` profile on the same GPU: CryoNet with the ResNet-101 encoder (UNet++ scSE, 256 px tiles, batch 16, AMP with
+a gradient scaler, 8 loader workers) trained its first two epochs on the Poiqu twin in 8.8 s and 5.7 s (train and
+validation), peak GPU memory 8.9 GiB (``torch.cuda.max_memory_allocated``). The twin is small (1500 x 1500 px; its
+paper-profile split here has 47 training, 14 validation and 12 test tiles of 256 px, i.e. 3 steps of batch 16 per
+epoch), so these seconds are mostly loader start-up and validation: they bound the twin's 100 epochs at about 10
+minutes but do not time an epoch of a real Sentinel-2 scene, which is not measured. Mixed precision on CUDA ran
+without a non-finite loss; PyTorch warned once that the scheduler stepped before the optimiser, which is the gradient
+scaler skipping its first step, as it does by design.
 """
 
 from __future__ import annotations

@@ -27,17 +27,18 @@ Choices that are ours, not the paper's (the paper does not publish them):
   encoder (smp's Segformer decoder accepts any smp encoder), not a Mix Transformer: fast on a CPU and comparable
   with the other three, but not a transformer. ``smp.UnetPlusPlus`` rejects the ``mit_*`` encoders (smp raises
   ``ValueError``), so a mit encoder cannot be used for all four.
-* **Full-resolution head** (``full_res_head=True``, on in both profiles; :class:`FullResolutionHead`). smp's
-  U-Net, U-Net++ and DeepLabV3+ decoders take their finest skip connection from the encoder's first stage, which
-  a ResNet runs at half resolution (its stem convolution has stride 2), and smp drops the full-resolution input
-  itself from the skips. The original U-Net and U-Net++ kept a full-resolution path (their first encoder block
-  has no stride), and one 10 m pixel is what separates a lake from its moraine dam. The head restores that path
-  for all four models alike: two 3 x 3 convolutions over the (normalised) input layers and the model's logits at
-  full resolution, added to the logits (a residual, zero-initialised, so an untrained head leaves the model's
-  output unchanged). It adds about ``(C + K + 32) * 32 * 9`` weights (C input layers, K classes; 23 k at
-  C = 44, K = 4) and, measured on the 2-core CPU, no step time beyond the run-to-run noise. Measured on the Poiqu twin (``cryonet.config``), it raised lake IoU from 0.908 / 0.942 to 0.951 /
-  0.979 (two seeds, 24 epochs on a GPU) and did not lower the other classes. ``full_res_head=False`` gives the
-  bare smp models of the paper's description.
+* **Full-resolution head** (``full_res_head=True``, on in both profiles; :class:`FullResolutionHead`). smp's U-Net,
+  U-Net++ and DeepLabV3+ decoders take their finest skip connection from the encoder's first stage, which a ResNet
+  runs at half resolution (its stem convolution has stride 2), and smp drops the full-resolution input itself from
+  the skips. The original U-Net and U-Net++ kept a full-resolution path (their first encoder block has no stride),
+  and one 10 m pixel is what separates a lake from its moraine dam. The head restores that path for all four models
+  alike: two 3 x 3 convolutions over the (normalised) input layers and the model's logits at full resolution, added
+  to the logits (a residual, zero-initialised, so an untrained head leaves the model's output unchanged). It adds
+  about ``(C+K+32)*32*9`` weights (C input layers, K classes; 23 k at C = 44, K = 4). In the fresh-clone book on the
+  2-core CPU it made an 8-epoch ci training 11 % (CryoNet) and 20 to 26 % (the lighter baselines) longer than in the
+  previous fresh-clone book. Measured on the Poiqu twin (``cryonet.config``), it raised lake IoU from 0.908 / 0.942
+  to 0.951 / 0.979 (two seeds, 24 epochs on a GPU) and did not lower the other classes. ``full_res_head=False``
+  gives the bare smp models of the paper's description.
 * **Initialisation.** Random (``encoder_weights=None``): nothing is downloaded. ``weights=`` takes a local
   ImageNet state dict of the encoder (see :func:`create`).
 
