@@ -263,7 +263,7 @@ def _add_importance(p: argparse.ArgumentParser) -> None:
 def _run_importance(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cryonet.importance import permutation_importance
+    from cryonet.importance import class_drops, permutation_importance
     from cryonet.raster import atomic_path
 
     df = permutation_importance(args.run, args.stack, args.labels, split=args.split, groups=args.groups,
@@ -277,6 +277,8 @@ def _run_importance(args: argparse.Namespace) -> int:
         print(f"{args.metric}: baseline {df.attrs['baseline']:.4f} on {df.attrs['n_tiles']} {args.split} tiles; "
               f"drop when a group is permuted ({args.repeats} repeats, 95 % t interval):")
         print(summ.to_string())
+        print("mean drop of each class's IoU:")
+        print(class_drops(df).reindex(summ.index).to_string())
     if args.out is not None:
         print(f"table written to {args.out}")
     return 0

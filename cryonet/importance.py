@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
+from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA, LAYER_GROUPS
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +242,11 @@ def permutation_importance_tiles(
 
     Returns:
         One row per (group, repeat): ``group, repeat, metric, baseline, score, drop`` (``drop = baseline -
-        score``; positive = the model needs the group). ``attrs``: ``baseline``, ``metric``, ``n_tiles``,
-        ``n_pixels``, ``summary`` (:func:`importance_summary`).
+        score``; positive = the model needs the group), then ``drop_iou_<class>`` for every class of
+        :data:`cryonet.constants.CLASSES` (the class's IoU before minus after, from the same confusion matrices:
+        which class loses when the group is permuted; :func:`class_drops` averages them). ``attrs``: ``baseline``,
+        ``metric``, ``n_tiles``, ``n_pixels``, ``baseline_class_iou`` (class -> IoU), ``summary``
+        (:func:`importance_summary`).
     """
     from tqdm.auto import tqdm
 
@@ -253,7 +256,10 @@ def permutation_importance_tiles(
         raise ImportanceError(f"tiles have {x.shape[1]} layers but the layer table lists {len(table)}")
     normalizer.check_layers(list(table["layer"]), "the layer table")
     idx = group_layers(table, groups)
+    from cryonet import metrics
+
     baseline, cm = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size, device=device)
+    base_iou = metrics.per_class(cm)["iou"]
     valid = y != LABEL_NODATA
     # permute in place, one group at a time, and put the group back afterwards: memory is x plus one group
     rows = []
@@ -265,21 +271,47 @@ def permutation_importance_tiles(
                 for r in range(repeats):
                     rng = np.random.default_rng([int(seed), _group_key(group), r])
                     x[:, layers] = permute_pixels(original, valid, np.arange(len(layers)), rng)
-                    score, _ = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size,
-                                           device=device)
+                    score, cm_p = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size,
+                                              device=device)
+                    class_drop = base_iou - metrics.per_class(cm_p)["iou"]
                     rows.append({"group": group, "repeat": r, "metric": metric, "baseline": baseline,
-                                 "score": score, "drop": baseline - score})
+                                 "score": score, "drop": baseline - score,
+                                 **{f"drop_iou_{c}": float(v) for c, v in zip(CLASSES, class_drop, strict=True)}})
                     bar.update(1)
             finally:
                 x[:, layers] = original
     finally:
         bar.close()
-    df = pd.DataFrame(rows, columns=["group", "repeat", "metric", "baseline", "score", "drop"])
+    df = pd.DataFrame(rows, columns=["group", "repeat", "metric", "baseline", "score", "drop",
+                                     *[f"drop_iou_{c}" for c in CLASSES]])
     df.attrs.update(baseline=baseline, metric=metric, n_tiles=int(len(x)), n_pixels=int(cm.sum()),
+                    baseline_class_iou={c: float(v) for c, v in zip(CLASSES, base_iou, strict=True)},
                     summary=importance_summary(df))
     logger.info("permutation importance (%s, baseline %.4f): %s", metric, baseline,
                 df.groupby("group", sort=False)["drop"].mean().round(4).to_dict())
     return df
+
+
+def class_drops(df: pd.DataFrame, classes: Sequence[str] = GLACIER_CLASSES) -> pd.DataFrame:
+    """Mean drop of each class's IoU per permuted group (groups in the order of ``df``).
+
+    Args:
+        df: Result of :func:`permutation_importance_tiles` / :func:`permutation_importance` (columns
+            ``drop_iou_<class>``).
+        classes: Classes to report (default clean ice, debris, lake).
+
+    Returns:
+        DataFrame indexed by group, one column per class: the IoU lost when the group is permuted, averaged over
+        the repeats (positive: the model needs the group for that class).
+    """
+    cols = [f"drop_iou_{c}" for c in classes]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ImportanceError(f"the importance table has no per-class columns {missing}; it was written before "
+                              "per-class drops were recorded: rerun the permutation importance.")
+    out = df.groupby("group", sort=False)[cols].mean()
+    out.columns = list(classes)
+    return out
 
 
 def importance_summary(df: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:

@@ -119,6 +119,39 @@ def _table(stack: Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+class LakeFromS2Model(torch.nn.Module):
+    """Lake from layer B2 (s2 group) alone, the other classes from ``elevation`` (terrain) alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v, b2 = x[:, SIGNAL : SIGNAL + 1], x[:, 0:1]
+        k = torch.arange(3, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return torch.cat([-10.0 * (v - k) ** 2, 50.0 * (b2 - 0.5)], dim=1)
+
+
+def test_per_class_drops_name_the_class_that_needs_the_group(tiny):
+    sp, lp = tiny
+    x, y = I.load_tiles(sp, lp, scan_tiles(sp, lp, 32, 32, progress=False))
+    rng = np.random.default_rng(3)
+    x[:, 0] = np.where(np.isnan(x[:, 0]), np.nan, (y == 3) + rng.normal(0, 0.05, y.shape)).astype(np.float32)
+    df = I.permutation_importance_tiles(LakeFromS2Model(), identity_normalizer(), x, y, _table(sp), repeats=2,
+                                        seed=0, progress=False)
+    assert df.attrs["baseline_class_iou"] == pytest.approx({"background": 1, "clean_ice": 1, "debris": 1, "lake": 1})
+    drops = I.class_drops(df)
+    assert list(drops.columns) == ["clean_ice", "debris", "lake"]
+    assert list(drops.index) == ["s2", "terrain", "texture"]
+    # terrain decides clean ice and debris only: scrambling it cannot touch lakes, decided by B2
+    assert drops.loc["terrain", "lake"] == 0.0
+    assert drops.loc["terrain", "debris"] > 0.3 and drops.loc["terrain", "clean_ice"] > 0.3
+    # s2 decides lakes: permuting it scatters lake predictions (lake IoU falls most)
+    assert drops.loc["s2", "lake"] > 0.5 and drops.loc["s2", "lake"] > drops.loc["s2", "debris"]
+    assert (drops.loc["texture"] == 0.0).all()
+    # the per-class drops come from the same matrices as the summary metric: their glacier mean is the drop
+    np.testing.assert_allclose(df[[f"drop_iou_{c}" for c in ("clean_ice", "debris", "lake")]].mean(axis=1),
+                               df["drop"], atol=1e-12)
+    with pytest.raises(I.ImportanceError, match="rerun the permutation importance"):
+        I.class_drops(df[["group", "drop"]])
+
+
 def test_joint_permutation_keeps_pixel_tuples_and_nodata():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 4, 8, 8)).astype(np.float32)
@@ -150,7 +183,8 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     df = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3,
                                         seed=0, progress=False)
     np.testing.assert_array_equal(x, x0)  # permuted in place, restored
-    assert list(df.columns) == ["group", "repeat", "metric", "baseline", "score", "drop"]
+    assert list(df.columns) == ["group", "repeat", "metric", "baseline", "score", "drop", "drop_iou_background",
+                                "drop_iou_clean_ice", "drop_iou_debris", "drop_iou_lake"]
     assert len(df) == 9 and df.attrs["baseline"] == pytest.approx(1.0)
     summ = df.attrs["summary"]
     assert list(summ.index) == ["s2", "terrain", "texture"]  # stack order of LAYER_GROUPS
@@ -375,7 +409,9 @@ def test_importance_cli(tiny, tmp_path, capsys):
                "--device", "cpu", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "terrain" in text and "baseline" in text
+    assert "terrain" in text and "baseline" in text and "mean drop of each class's IoU" in text
     table = pd.read_csv(out)
     assert len(table) == 6 and (table.loc[table.group != "terrain", "drop"] == 0).all()
+    assert (table.loc[table.group != "terrain", "drop_iou_debris"] == 0).all()  # per-class columns are saved
+    assert I.class_drops(table).shape == (3, 3)
     assert main(["importance", str(tmp_path), "--stack", str(sp), "--labels", str(lp)]) == 1
