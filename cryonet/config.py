@@ -193,6 +193,10 @@ class Profile:
         amp: Mixed precision (used on CUDA only; ignored on CPU).
         full_res_head: Give every model the full-resolution refinement head of
             :class:`cryonet.models.FullResolutionHead` (our addition, see :mod:`cryonet.models`).
+        head_lr_scale: Learning-rate multiplier for the parameters of that head (1 = the same rate as the rest of
+            the model). The head is small, zero-initialised and sits after the network, so it starts learning only
+            once the logits carry information; a higher rate lets it learn pixel-scale detail within a short
+            schedule (measured in the module docstring).
         split: Spatial split geometry.
         seed: Seed of every random choice of a run (tile subset, split, initialisation, shuffling).
     """
@@ -217,6 +221,7 @@ class Profile:
     finetune_epochs: int
     amp: bool
     full_res_head: bool
+    head_lr_scale: float
     split: SplitConfig
     seed: int
 
@@ -240,6 +245,8 @@ class Profile:
             errors.append(f"epochs must be >= 1 and finetune_epochs >= 0, got {self.epochs}, {self.finetune_epochs}")
         if not self.lr > 0 or self.weight_decay < 0:
             errors.append(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not self.head_lr_scale > 0:
+            errors.append(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
         if self.scheduler not in SCHEDULERS:
             errors.append(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -294,6 +301,8 @@ class Profile:
         data = dict(data)
         # Runs written before the full-resolution head existed trained bare smp models.
         data.setdefault("full_res_head", False)
+        # ... and runs written before head_lr_scale existed trained the head at the common rate.
+        data.setdefault("head_lr_scale", 1.0)
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"cannot read profile: unknown fields {unknown}, missing fields {missing}")
@@ -325,6 +334,7 @@ CI: Final[Profile] = Profile(
     finetune_epochs=2,
     amp=False,
     full_res_head=True,
+    head_lr_scale=10.0,
     split=SplitConfig(block_size_m=2560.0, buffer_m=320.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
 )
@@ -351,6 +361,7 @@ PAPER: Final[Profile] = Profile(
     finetune_epochs=20,
     amp=True,
     full_res_head=True,
+    head_lr_scale=10.0,
     split=SplitConfig(block_size_m=5120.0, buffer_m=640.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
 )

@@ -19,7 +19,9 @@ Every file is written atomically. The recipe:
   once per batch: ``onecycle`` (torch ``OneCycleLR``: warm-up over the first 10 % of the steps to ``lr``, then
   cosine annealing), ``cosine`` (linear warm-up over 10 %, cosine decay to 0) or ``none``. Its length is fixed by
   ``profile.epochs`` so that early stopping does not change the schedule of the epochs that run (and resuming
-  with another number of epochs is refused).
+  with another number of epochs is refused). The parameters of the full-resolution head
+  (:class:`cryonet.models.FullResolutionHead`, ``profile.full_res_head``) form a second group whose rate is
+  ``profile.head_lr_scale`` times the model's at every step of the schedule.
 * **Data** tiles of ``profile.tile_size`` px every ``profile.tile_stride`` px (tiles with more than 50 % nodata
   skipped), the blocked split of ``profile.split``, at most ``profile.max_train_tiles`` training tiles (seeded
   subset), normalisation fitted on the training tiles, flips/rotations with consistent aspect layers
@@ -459,7 +461,9 @@ def _make_scheduler(
     """Per-step schedule: ``onecycle`` (torch OneCycleLR, cosine), ``cosine`` (linear warm-up, cosine decay to 0),
     ``none`` (constant)."""
     if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=warmup,
+        # each parameter group peaks at its own rate (the head's group at lr x head_lr_scale, see _param_groups)
+        peaks = [lr * float(g.get("lr_scale", 1.0)) for g in opt.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=total, pct_start=warmup,
                                                    anneal_strategy="cos")
     if name == "cosine":
         n_warm = max(1, int(round(warmup * total)))
@@ -473,6 +477,22 @@ def _make_scheduler(
     if name == "none":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     raise ValueError(f"unknown scheduler {name!r}: expected onecycle, cosine or none")
+
+
+def _param_groups(net: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one for the model, and one at ``lr * head_lr_scale`` for the parameters of a
+    :class:`cryonet.models.FullResolutionHead`'s refinement block (a single group when there is no head or the scale
+    is 1, so that runs saved before the scale existed resume with the same optimiser state layout)."""
+    from cryonet.models import FullResolutionHead
+
+    if not isinstance(net, FullResolutionHead) or float(head_lr_scale) == 1.0:
+        return [{"params": list(net.parameters()), "lr": lr, "lr_scale": 1.0}]
+    head = {id(p) for p in net.refine.parameters()}
+    return [
+        {"params": [p for p in net.parameters() if id(p) not in head], "lr": lr, "lr_scale": 1.0},
+        {"params": list(net.refine.parameters()), "lr": lr * float(head_lr_scale),
+         "lr_scale": float(head_lr_scale)},
+    ]
 
 
 def _prepare_data(
@@ -707,7 +727,8 @@ def train(
             net.load_state_dict(init_state)
             logger.info("initialised %s from %s", run_dir, init_path)
         net = net.to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=float(prof.lr), weight_decay=float(prof.weight_decay))
+        opt = torch.optim.AdamW(_param_groups(net, float(prof.lr), float(prof.head_lr_scale)), lr=float(prof.lr),
+                                weight_decay=float(prof.weight_decay))
         epochs = int(prof.epochs)
         steps = max(1, len(train_dl))
         sched = _make_scheduler(str(prof.scheduler), opt, float(prof.lr), epochs * steps,

@@ -78,3 +78,12 @@ def test_profiles_written_before_the_full_resolution_head_read_as_bare_models():
     assert data["full_res_head"] is True and get_profile("paper").full_res_head is True
     del data["full_res_head"]
     assert Profile.from_dict(data).full_res_head is False
+
+
+def test_head_learning_rate_scale_defaults_to_one_for_older_runs_and_must_be_positive():
+    data = get_profile("ci").to_dict()
+    assert data["head_lr_scale"] == 10.0 and get_profile("paper").head_lr_scale == 10.0
+    del data["head_lr_scale"]
+    assert Profile.from_dict(data).head_lr_scale == 1.0  # older runs trained the head at the common rate
+    with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
+        get_profile("ci").replace(head_lr_scale=0.0)

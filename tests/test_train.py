@@ -117,6 +117,33 @@ def test_schedulers_warm_up_and_decay():
         T._make_scheduler("step", opt, 0.5, total=10, warmup=0.1)
 
 
+def test_head_parameters_keep_their_rate_multiple_through_every_schedule():
+    from cryonet import models
+
+    net = models.create("unet", in_channels=3, classes=4, encoder="resnet18", full_res_head=True)
+    groups = T._param_groups(net, 1e-3, 10.0)
+    assert len(groups) == 2 and [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-2])
+    head = {id(p) for p in net.refine.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == head
+    assert {id(p) for p in groups[0]["params"]}.isdisjoint(head)
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    for name in ("onecycle", "cosine", "none"):
+        opt = torch.optim.AdamW(T._param_groups(net, 1e-3, 10.0), lr=1e-3)
+        sched = T._make_scheduler(name, opt, 1e-3, total=20, warmup=0.1)
+        peak = 0.0
+        for _ in range(20):
+            base, head_lr = (g["lr"] for g in opt.param_groups)
+            assert head_lr == pytest.approx(10.0 * base, rel=1e-9, abs=1e-15), name
+            peak = max(peak, head_lr)
+            opt.step()
+            sched.step()
+        assert peak == pytest.approx(1e-2, rel=0.05), name
+    # one group without a head or at scale 1: the optimiser state of older runs keeps its layout
+    assert len(T._param_groups(net, 1e-3, 1.0)) == 1
+    bare = models.create("unet", in_channels=3, classes=4, encoder="resnet18")
+    assert len(T._param_groups(bare, 1e-3, 10.0)) == 1
+
+
 def test_epoch_sampler_shards_without_overlap_and_is_seeded():
     w = np.ones(10)
     full = list(T._EpochSampler(10, None, torch.Generator().manual_seed(1), T._Dist()))
