@@ -250,14 +250,14 @@ def permutation_importance_tiles(
     """
     from tqdm.auto import tqdm
 
+    from cryonet import metrics
+
     if repeats < 1:
         raise ImportanceError(f"repeats must be >= 1, got {repeats}")
     if x.shape[1] != len(table):
         raise ImportanceError(f"tiles have {x.shape[1]} layers but the layer table lists {len(table)}")
     normalizer.check_layers(list(table["layer"]), "the layer table")
     idx = group_layers(table, groups)
-    from cryonet import metrics
-
     baseline, cm = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size, device=device)
     base_iou = metrics.per_class(cm)["iou"]
     valid = y != LABEL_NODATA
