@@ -20,9 +20,10 @@ sqrt(n)``): it says how much the estimate depends on the random permutations, no
 another test area or another training run (with 2 repeats, as in the ``ci`` profile, it is wide by construction).
 
 **Drop-group ablation** (:func:`drop_group_ablation`). For each group a reduced stack without its layers is
-written and a model is retrained on it with the same protocol, then scored on the *same* test tiles and pixels
-as the full model; the importance is the score lost. This measures what the model can do without the group (other
-groups may stand in for it), whereas permutation measures how much the trained model uses it.
+made (a VRT over the full stack: no pixel is copied) and a model is retrained on it with the same protocol, then
+scored on the *same* test tiles and pixels as the full model; the importance is the score lost. This measures
+what the model can do without the group (other groups may stand in for it), whereas permutation measures how much
+the trained model uses it.
 
 Both score with :func:`cryonet.metrics.summary` of the confusion matrix summed over the tiles (the same metric as
 :func:`cryonet.train.evaluate`), on tiles held in memory (the test split of a ``ci`` run is a few dozen tiles of
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_METRIC: str = "overall_iou_glacier"
 #: Name of the per-group result file of :func:`drop_group_ablation` (its presence marks a finished group).
 ABLATION_FILE: str = "ablation.json"
+#: Name of the reduced stack in each group's folder of :func:`drop_group_ablation`: a VRT over the full stack.
+REDUCED_STACK: str = "stack.vrt"
 
 
 class ImportanceError(ValueError):
@@ -421,11 +424,14 @@ def write_reduced_stack(
     block: int = 1024,
     progress: bool = False,
 ) -> Path:
-    """Copy a stack without the layers of ``drop``, window by window, with its layer table.
+    """A stack without the layers of ``drop``, with its layer table: a VRT of the kept bands, or a GeoTIFF copy.
 
-    The output is a float32 GeoTIFF on the same grid (NaN nodata, band descriptions = layer names, tiled, deflate)
-    written atomically, and ``OUT.layers.csv`` (bands renumbered, :func:`cryonet.features.stack.drop_groups`).
-    An existing output with the expected layer table is kept (resume).
+    With an ``OUT.vrt`` path (what :func:`drop_group_ablation` uses) the output is a GDAL VRT that reads the kept
+    bands from the full stack (:func:`cryonet.raster.write_band_subset_vrt`): no pixel is copied, so an ablation
+    over every group of a 44-layer Sentinel-2 tile (about 21 GB as float32) does not write seven more such stacks.
+    Any other suffix writes a float32 GeoTIFF on the same grid (NaN nodata, band descriptions = layer names, tiled,
+    deflate), window by window. Either is written atomically, with ``OUT.layers.csv`` (bands renumbered,
+    :func:`cryonet.features.stack.drop_groups`). An existing output with the expected layer table is kept (resume).
 
     Returns:
         ``out_path``.
@@ -434,7 +440,7 @@ def write_reduced_stack(
     from tqdm.auto import tqdm
 
     from cryonet.features.stack import StackError, drop_groups, read_layer_table, select_layers, sidecar_paths
-    from cryonet.raster import Grid, atomic_path, gtiff_profile, iter_windows, open_raster
+    from cryonet.raster import Grid, atomic_path, gtiff_profile, iter_windows, open_raster, write_band_subset_vrt
 
     out_path = Path(out_path)
     table = read_layer_table(stack_path)
@@ -450,22 +456,25 @@ def write_reduced_stack(
                 return out_path
         except StackError:
             pass
-    grid = Grid.from_file(stack_path)
-    profile = gtiff_profile(grid, len(keep), "float32", float("nan"))
-    profile["BIGTIFF"] = "IF_SAFER"
     bands = [int(i) + 1 for i in keep]
     with atomic_path(layers_csv) as tmp:
         sub.to_csv(tmp, index=False)
+    with open_raster(stack_path) as src:
+        tags = {k: v for k, v in src.tags().items() if not k.endswith("_digest")}
+    tags["cryonet_dropped_groups"] = ",".join(drop)
+    if out_path.suffix.lower() == ".vrt":
+        return write_band_subset_vrt(stack_path, out_path, bands, descriptions=list(sub["layer"]), tags=tags)
+    grid = Grid.from_file(stack_path)
+    profile = gtiff_profile(grid, len(keep), "float32", float("nan"))
+    profile["BIGTIFF"] = "IF_SAFER"
     with open_raster(stack_path) as src, atomic_path(out_path) as tmp:
-        tags = src.tags()
         with rasterio.open(tmp, "w", **profile) as dst:
             for win in tqdm(list(iter_windows(grid, block)), desc=f"stack without {','.join(drop)}",
                             disable=not progress, leave=False):
                 dst.write(src.read(bands, window=win, out_dtype="float32"), window=win)
             for i, name in enumerate(sub["layer"], start=1):
                 dst.set_band_description(i, str(name))
-            dst.update_tags(**{k: v for k, v in tags.items() if not k.endswith("_digest")},
-                            cryonet_dropped_groups=",".join(drop))
+            dst.update_tags(**tags)
     return out_path
 
 
@@ -499,6 +508,13 @@ def _ablation_inputs(
     }
 
 
+def _reduced_path(gdir: Path) -> Path:
+    """The group's reduced stack: ``stack.vrt``, or the ``stack.tif`` copy that versions before the VRT wrote
+    (kept and used, so that their runs resume on the file they started with)."""
+    legacy = gdir / "stack.tif"
+    return legacy if legacy.is_file() else gdir / REDUCED_STACK
+
+
 def _stale_reason(gdir: Path, inputs: dict[str, Any], stack_path: str | os.PathLike[str]) -> str | None:
     """Why the group folder ``gdir`` cannot be reused or resumed with ``inputs``; None when it can (or is absent)."""
     done = gdir / ABLATION_FILE
@@ -514,7 +530,7 @@ def _stale_reason(gdir: Path, inputs: dict[str, Any], stack_path: str | os.PathL
             return f"{run_json} was trained with another profile"
         if info.get("model") != inputs["model"]:
             return f"{run_json} trained model {info.get('model')!r}, not {inputs['model']!r}"
-    reduced = gdir / "stack.tif"
+    reduced = _reduced_path(gdir)
     if reduced.is_file() and reduced.stat().st_mtime_ns < Path(stack_path).stat().st_mtime_ns:
         return f"{reduced} is older than the full stack {stack_path}"
     return None
@@ -537,19 +553,19 @@ def drop_group_ablation(
 ) -> pd.DataFrame:
     """Retrain without each layer group and report the score lost on the full model's test tiles.
 
-    For each group: ``OUT/<group>/stack.tif`` (+ ``stack.layers.csv``) without the group's layers
-    (:func:`write_reduced_stack`), a run in ``OUT/<group>/run`` trained with :func:`cryonet.train.train` and the
-    same profile, model and seed as the full model, scored on the full model's test tiles and pixels (the nodata
-    pixels of the full stack are left out for every model, so all scores count the same pixels), and
-    ``OUT/<group>/ablation.json``.
+    For each group: ``OUT/<group>/stack.vrt`` (+ ``stack.layers.csv``), a VRT of the full stack without the group's
+    layers (:func:`write_reduced_stack`; it reads the full stack by a relative path, so move the two together), a
+    run in ``OUT/<group>/run`` trained with :func:`cryonet.train.train` and the same profile, model and seed as the
+    full model, scored on the full model's test tiles and pixels (the nodata pixels of the full stack are left out
+    for every model, so all scores count the same pixels), and ``OUT/<group>/ablation.json``.
 
     Reuse. Each ``ablation.json`` records what its result depends on: the reference checkpoint (sha256 of the
     full model's ``best.pt``), the training profile and model of the retrained run, and the full stack (its size
     and modification time). A group whose recorded inputs all equal the current ones is kept without retraining,
     and an interrupted training with the same inputs resumes from its ``last.pt``. A group folder that is stale
     (a recorded input differs or is missing, e.g. a file written before these were recorded; its ``run/run.json``
-    has another profile or model; or its reduced ``stack.tif`` is older than the full stack) is removed with a
-    warning and redone.
+    has another profile or model; or its reduced stack is older than the full stack) is removed with a warning and
+    redone. A group folder of an earlier version, with a ``stack.tif`` copy instead of the VRT, keeps its copy.
 
     The split. :func:`cryonet.train.train` takes no split; it makes one from the stack with the profile's seed.
     :func:`cryonet.datasets.make_split` depends only on the tiles, the grid and the seed, but the tiles
@@ -632,7 +648,7 @@ def drop_group_ablation(
                 logger.info("%s: finished earlier with the same inputs, kept", gdir)
                 rows.append(row)
                 continue
-        reduced = write_reduced_stack(stack_path, gdir / "stack.tif", [group], progress=progress)
+        reduced = write_reduced_stack(stack_path, _reduced_path(gdir), [group], progress=progress)
         run_dir = gdir / "run"
         res = train(reduced, labels_path, run_dir, model=model, profile=prof, resume=True, device=device,
                     progress=progress)

@@ -278,6 +278,82 @@ WindowLike = Window | tuple[tuple[int, int], tuple[int, int]]
 DEFAULT_WINDOW = 1024
 
 
+def write_band_subset_vrt(
+    src_path: str | os.PathLike[str],
+    dst_path: str | os.PathLike[str],
+    bands: Sequence[int],
+    *,
+    descriptions: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Write a GDAL VRT that shows some bands of a raster, in a given order, without copying a pixel.
+
+    The VRT (GDAL's XML virtual format, read by rasterio like any raster) holds the source's grid, CRS, nodata and
+    block size, one ``SimpleSource`` per band, and the source's path relative to the VRT's folder, so that the two
+    can be moved together. It stays valid only as long as the source exists at that relative place and is not
+    rewritten with other bands. Written here because rasterio writes no VRT (``gdal_translate -of VRT -b ...`` does
+    the same, but the GDAL command-line tools are not a Python dependency). Written atomically.
+
+    Args:
+        src_path: Source raster (e.g. a feature stack GeoTIFF).
+        dst_path: Output ``.vrt``.
+        bands: 1-based source band indexes, in the order they get in the VRT.
+        descriptions: Band descriptions (default: the source's).
+        tags: Dataset metadata (default: the source's).
+
+    Returns:
+        ``dst_path``.
+
+    Raises:
+        RasterError: Unreadable source, a band index out of range, or a description count that does not match.
+    """
+    import xml.etree.ElementTree as ET
+
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    with open_raster(src_path) as src:
+        bad = [b for b in bands if not 1 <= int(b) <= src.count]
+        if bad or not bands:
+            raise RasterError(f"{src_path}: band indexes {list(bands)} must be a non-empty list within 1..{src.count}")
+        descs = list(descriptions) if descriptions is not None else [src.descriptions[int(b) - 1] for b in bands]
+        if len(descs) != len(bands):
+            raise RasterError(f"{dst_path}: {len(descs)} descriptions for {len(bands)} bands")
+        meta = dict(src.tags() if tags is None else tags)
+        width, height, crs, transform = src.width, src.height, src.crs, src.transform
+        infos = [(src.dtypes[int(b) - 1], src.block_shapes[int(b) - 1], src.nodatavals[int(b) - 1]) for b in bands]
+    gdal_types = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+                  "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    if crs is not None:
+        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    if meta:
+        md = ET.SubElement(root, "Metadata")
+        for key, value in meta.items():
+            ET.SubElement(md, "MDI", key=str(key)).text = str(value)
+    rel = os.path.relpath(src_path.resolve(), dst_path.resolve().parent)
+    for i, (b, desc, (dtype, (by, bx), nodata)) in enumerate(zip(bands, descs, infos, strict=True), start=1):
+        if dtype not in gdal_types:
+            raise RasterError(f"{src_path}: band {b} has data type {dtype}, which this VRT writer does not handle")
+        band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_types[dtype], band=str(i),
+                             blockXSize=str(bx), blockYSize=str(by))
+        if desc:
+            ET.SubElement(band, "Description").text = str(desc)
+        if nodata is not None:
+            ET.SubElement(band, "NoDataValue").text = "nan" if np.isnan(nodata) else repr(nodata)
+        source = ET.SubElement(band, "SimpleSource")
+        ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = rel
+        ET.SubElement(source, "SourceBand").text = str(int(b))
+        ET.SubElement(source, "SourceProperties", RasterXSize=str(width), RasterYSize=str(height),
+                      DataType=gdal_types[dtype], BlockXSize=str(bx), BlockYSize=str(by))
+        ET.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height))
+        ET.SubElement(source, "DstRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height))
+    ET.indent(root)
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst_path) as tmp:
+        ET.ElementTree(root).write(tmp, encoding="utf-8")
+    return dst_path
+
+
 def _as_window(window: WindowLike) -> Window:
     """A rasterio Window with integer offsets and sizes."""
     win = window if isinstance(window, Window) else Window.from_slices(*window)

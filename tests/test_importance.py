@@ -259,6 +259,21 @@ def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
     assert out.stat().st_mtime_ns == mtime
     with pytest.raises(I.ImportanceError, match="no layer"):
         I.write_reduced_stack(sp, tmp_path / "x.tif", ["s2", "terrain", "texture"])
+    # as a VRT (what the ablation writes): the same layers and pixels, read from the full stack, nothing copied
+    vrt = I.write_reduced_stack(sp, tmp_path / "vrt" / "stack.vrt", ["terrain"])
+    assert vrt.stat().st_size < 20_000 and list(read_layer_table(vrt)["layer"]) == list(table["layer"])
+    with rasterio.open(vrt) as v, rasterio.open(out) as b:
+        np.testing.assert_array_equal(v.read(), b.read())
+        assert (v.descriptions, v.tags()) == (b.descriptions, b.tags())
+        assert v.tags()["cryonet_dropped_groups"] == "terrain"
+
+
+def test_ablation_keeps_the_stack_copy_of_an_earlier_version(tmp_path):
+    gdir = tmp_path / "texture"
+    assert I._reduced_path(gdir) == gdir / I.REDUCED_STACK
+    gdir.mkdir()
+    (gdir / "stack.tif").write_bytes(b"")
+    assert I._reduced_path(gdir) == gdir / "stack.tif"
 
 
 @pytest.mark.slow
@@ -379,7 +394,7 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
     assert row_d["stack_mtime_ns"] == sp.stat().st_mtime_ns
     # ... and an interrupted group whose reduced stack is older than the full stack is redone as well
     (gdir / I.ABLATION_FILE).unlink()
-    os.utime(sp, ns=(st.st_atime_ns, (gdir / "stack.tif").stat().st_mtime_ns + 10**9))
+    os.utime(sp, ns=(st.st_atime_ns, (gdir / I.REDUCED_STACK).stat().st_mtime_ns + 10**9))
     t = mark()
     ablate()
     assert not (gdir / "marker").exists() and last.stat().st_mtime_ns != t

@@ -58,6 +58,42 @@ def _smooth(rows: int, cols: int, seed: int = 0) -> np.ndarray:
     return (1000 + 3 * x + 2 * y + 20 * np.sin(x / 4.0) + rng.normal(0, 1, (rows, cols))).astype("float32")
 
 
+# ------------------------------------------------------------------------------------------------------- VRT --
+def test_band_subset_vrt_reads_as_the_source_bands(make_raster, tmp_path):
+    """GDAL, reading the VRT, must give exactly the chosen source bands in the chosen order, on the same grid."""
+    data = np.stack([_smooth(23, 31, seed=i) for i in range(4)])
+    data[2, 3:5, 4:9] = np.nan
+    src = make_raster("stack.tif", data, nodata=float("nan"))
+    with rasterio.open(src, "r+") as ds:
+        for i, name in enumerate(["a", "b", "c", "d"], start=1):
+            ds.set_band_description(i, name)
+        ds.update_tags(region="x")
+    out = raster.write_band_subset_vrt(src, tmp_path / "sub" / "view.vrt", [3, 1])
+    with rasterio.open(src) as a, rasterio.open(out) as v:
+        assert v.driver == "VRT" and v.count == 2 and v.descriptions == ("c", "a")
+        assert (v.crs, v.transform, v.shape) == (a.crs, a.transform, a.shape) and np.isnan(v.nodata)
+        np.testing.assert_array_equal(v.read(), a.read([3, 1]))
+        win = Window(5, 2, 11, 7)
+        np.testing.assert_array_equal(v.read(window=win), a.read([3, 1], window=win))
+        assert v.tags()["region"] == "x"
+    # the source is referenced relative to the VRT: the two move together
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    src.rename(moved / src.name)
+    (tmp_path / "sub").rename(moved / "sub")
+    with rasterio.open(moved / "sub" / "view.vrt") as v:
+        np.testing.assert_array_equal(v.read(2), data[0])
+    # integer bands and names given
+    ints = make_raster("ints.tif", (np.arange(12, dtype="uint16").reshape(3, 4)), nodata=7)
+    out2 = raster.write_band_subset_vrt(ints, tmp_path / "ints.vrt", [1], descriptions=["count"], tags={})
+    with rasterio.open(out2) as v:
+        assert (v.dtypes[0], v.nodata, v.descriptions) == ("uint16", 7.0, ("count",))
+        np.testing.assert_array_equal(v.read(1), np.arange(12).reshape(3, 4))
+    with pytest.raises(RasterError, match="within 1..4"):
+        raster.write_band_subset_vrt(moved / src.name, tmp_path / "bad.vrt", [0, 5])
+    assert not (tmp_path / "bad.vrt").exists()
+
+
 # ----------------------------------------------------------------------------------------------------- reading --
 def test_read_raster_int_nodata_to_nan_and_bands_window(make_raster):
     data = np.arange(2 * 16 * 16, dtype="int16").reshape(2, 16, 16)
