@@ -146,17 +146,21 @@ On the test tiles of chapter 3's split, the random forest's scene-wide lake erro
 predicted over the test tiles) are 255 false-positive and 126 false-negative pixels (precision 0.97, recall 0.985);
 CryoNet's full-scene prediction has 693 and 172 (precision 0.92, recall 0.98). The gap is the false positives, all
 within 1 px of a lake: 361 on meltwater streams (the random forest: 197), 175 on debris beside supraglacial ponds
-(9), 77 on bedrock and 40 on ice cliffs. Three more attempts, single runs or evaluations of chapter 3's run (IoU of
-clean ice / debris / lake)::
+(9), 77 on bedrock and 40 on ice cliffs. More attempts, single 8-epoch runs (one change each against chapter 3's
+settings) or evaluations of chapter 3's run (IoU of clean ice / debris / lake)::
 
+    chapter 3's run, for reference                                val  .966 / .814 / .950   test .962 / .825 / .922
     boundary-weighted cross-entropy (pixels with another class    val  .966 / .811 / .952   test .964 / .841 / .915
       among their 8 neighbours weigh 5 x; U-Net's weight map)
+    no class weights (class_weight_power 0)                       val  .964 / .749 / .930   test .968 / .780 / .859
+    cross-entropy alone (dice_weight 0)                           val  .968 / .748 / .941   test .966 / .801 / .902
     chapter 3's run, flips at test time (4 flips, aspect turned)  val  .966 / .813 / .953   test .962 / .839 / .924
       the same with logit offsets fitted on validation            val  .965 / .833 / .963   test .957 / .841 / .941
 
-The boundary weight raised lake recall, not precision, and was left out. Flips and offsets together add 0.019 to the
-lake IoU of the test tiles, not the 0.04 that separates it from the random forest, and are not part of the
-evaluation. (An earlier try of the boundary weight on the stale twin of a development checkout gave .983 / .953 /
+The boundary weight raised lake recall, not precision, and was left out. Without class weights, or without the Dice
+term, lake precision fell further (0.88 and 0.92 on the test tiles) and debris lost 0.02 to 0.07 on both splits: the
+class weights are not what makes the rim too wide. Flips and offsets together add 0.019 to the lake IoU of the test
+tiles, not the 0.04 that separates it from the random forest, and are not part of the evaluation. (An earlier try of the boundary weight on the stale twin of a development checkout gave .983 / .953 /
 .979, which did not reproduce on twin 1.2: compare runs only on the same data.)
 
 ``paper`` profile on the same GPU: CryoNet with the ResNet-101 encoder (UNet++ scSE, 256 px tiles, batch 16, AMP with
