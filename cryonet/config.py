@@ -160,8 +160,9 @@ settings) or evaluations of chapter 3's run (IoU of clean ice / debris / lake)::
 The boundary weight raised lake recall, not precision, and was left out. Without class weights, or without the Dice
 term, lake precision fell further (0.88 and 0.92 on the test tiles) and debris lost 0.02 to 0.07 on both splits: the
 class weights are not what makes the rim too wide. Flips and offsets together add 0.019 to the lake IoU of the test
-tiles, not the 0.04 that separates it from the random forest, and are not part of the evaluation. (An earlier try of the boundary weight on the stale twin of a development checkout gave .983 / .953 /
-.979, which did not reproduce on twin 1.2: compare runs only on the same data.)
+tiles, not the 0.04 that separates it from the random forest, and are not part of the evaluation. (An earlier try
+of the boundary weight on the stale twin of a development checkout gave .983 / .953 / .979, which did not reproduce
+on twin 1.2: compare runs only on the same data.)
 
 ``paper`` profile on the same GPU: CryoNet with the ResNet-101 encoder (UNet++ scSE, 256 px tiles, batch 16, AMP with
 a gradient scaler, 8 loader workers) trained its first two epochs on the Poiqu twin in 8.8 s and 5.7 s (train and
