@@ -263,6 +263,7 @@ def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
     vrt = I.write_reduced_stack(sp, tmp_path / "vrt" / "stack.vrt", ["terrain"])
     assert vrt.stat().st_size < 20_000 and list(read_layer_table(vrt)["layer"]) == list(table["layer"])
     with rasterio.open(vrt) as v, rasterio.open(out) as b:
+        assert v.driver == "VRT" and b.driver == "GTiff"
         np.testing.assert_array_equal(v.read(), b.read())
         assert (v.descriptions, v.tags()) == (b.descriptions, b.tags())
         assert v.tags()["cryonet_dropped_groups"] == "terrain"
