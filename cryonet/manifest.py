@@ -129,6 +129,13 @@ SOURCES: dict[str, Source] = {
             "Steiner & Shrestha (2023), HMAGLOFDB, doi:10.5281/zenodo.7271188; Shrestha et al. (2023), ESSD 15:3941",
             "hkh-glacial-lakes.md",
         ),
+        Source(
+            "kaushik2022-debris",
+            "Sk-2103/Automated-mapping-of-debris-covered-glaciers-using-deep-learning-and-multisource-remote-sensing-data",
+            "no licence file in the repository (use for validation, cite the article); article CC-BY-4.0",
+            "Kaushik, Singh, Bhardwaj, Joshi & Dietz (2022), Remote Sensing 14(6):1352, doi:10.3390/rs14061352",
+            "kaushik2022-debris.md",
+        ),
     )
 }
 
@@ -429,9 +436,7 @@ def _mgrs_letters(zone: int, lat: float, x: float, y: float) -> str:
     return f"{zone:02d}{band}{column}{row}"
 
 
-def sentinel2_tiles(
-    bounds: tuple[float, float, float, float], zone: int, *, samples: int = 60
-) -> dict[str, float]:
+def sentinel2_tiles(bounds: tuple[float, float, float, float], zone: int, *, samples: int = 60) -> dict[str, float]:
     """Sentinel-2 tiles of one UTM zone that cover a lon/lat box, with the fraction of the box each covers.
 
     A tile is the 109.8 km square that starts at the upper-left corner of its MGRS 100 km square, so it also

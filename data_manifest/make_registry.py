@@ -22,6 +22,11 @@ RAW = "https://raw.githubusercontent.com"
 ORIGINS = {
     "oggm-sample-data": ("OGGM/oggm-sample-data", "99651428d84b68735c87001da70983fa369abd59", lambda p: p),
     "geoutils-data": ("GlacioHack/geoutils-data", "bd45050f82f552fc2a1c977993f20b0c13eeb05b", lambda p: p),
+    "kaushik2022-debris": (
+        "Sk-2103/Automated-mapping-of-debris-covered-glaciers-using-deep-learning-and-multisource-remote-sensing-data",
+        "72c073dc7da9c5b94a6199c61859346a926daa08",
+        lambda p: p,
+    ),
 }
 
 SMBM = ("cran/glacierSMBM", "586b4bdc6a3e880d4afb855198b1011b8f8e630f")
