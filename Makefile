@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: venv test test-fast book browser data benchmarks clean
+.PHONY: venv test test-fast lint book browser data benchmarks clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
-## make test: the whole suite (slow tests included), offline.
-test: $(STAMP)
+## make test: lint (ruff rules + format check) and the whole suite (slow tests included), offline.
+test: $(STAMP) lint
 	$(PY) -m pytest -m "" -q
+
+## make lint: ruff (the rules configured in pyproject.toml) and ruff's format check.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## make test-fast: the default pytest selection (slow tests skipped).
 test-fast: $(STAMP)

@@ -43,8 +43,9 @@ def build(args: argparse.Namespace):
 
     torch.manual_seed(0)
     model = create(args.model, in_channels=args.layers, classes=4, encoder=args.encoder).eval()
-    norm = Normalizer([f"l{i}" for i in range(args.layers)], np.zeros(args.layers, "float32"),
-                      np.ones(args.layers, "float32"))
+    norm = Normalizer(
+        [f"l{i}" for i in range(args.layers)], np.zeros(args.layers, "float32"), np.ones(args.layers, "float32")
+    )
     return model, norm
 
 
@@ -54,11 +55,28 @@ def child(args: argparse.Namespace) -> None:
     model, norm = build(args)
     stack = Path(args.stack)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    res = predict_raster(stack, stack.with_name("pred.tif"), model=model, normalizer=norm, tile_size=args.tile,
-                         batch_size=args.batch, device="cpu", progress=False)
+    res = predict_raster(
+        stack,
+        stack.with_name("pred.tif"),
+        model=model,
+        normalizer=norm,
+        tile_size=args.tile,
+        batch_size=args.batch,
+        device="cpu",
+        progress=False,
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"size": args.child, "windows": res.windows, "seconds": res.seconds,
-                      "peak_rss_mb": peak / 1024, "rss_before_predict_mb": base / 1024}))
+    print(
+        json.dumps(
+            {
+                "size": args.child,
+                "windows": res.windows,
+                "seconds": res.seconds,
+                "peak_rss_mb": peak / 1024,
+                "rss_before_predict_mb": base / 1024,
+            }
+        )
+    )
 
 
 def throughput(args: argparse.Namespace) -> tuple[float, float, int]:
@@ -83,8 +101,16 @@ def throughput(args: argparse.Namespace) -> tuple[float, float, int]:
             for i in range(0, len(x_all), args.batch):
                 torch.softmax(model(x_all[i : i + args.batch]), 1)
         t_forward = time.perf_counter() - t0
-        res = predict_raster(stack, Path(d) / "pred.tif", model=model, normalizer=norm, tile_size=args.tile,
-                             batch_size=args.batch, device="cpu", progress=False)
+        res = predict_raster(
+            stack,
+            Path(d) / "pred.tif",
+            model=model,
+            normalizer=norm,
+            tile_size=args.tile,
+            batch_size=args.batch,
+            device="cpu",
+            progress=False,
+        )
     return t_forward, res.seconds, res.windows
 
 
@@ -105,8 +131,10 @@ def main() -> None:
         return
     import torch
 
-    print(f"model {args.model} / encoder {args.encoder}, {args.layers} layers, tile {args.tile}, batch {args.batch},"
-          f" torch threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model} / encoder {args.encoder}, {args.layers} layers, tile {args.tile}, batch {args.batch},"
+        f" torch threads {torch.get_num_threads()}"
+    )
     t_fwd, t_pred, n = throughput(args)
     print(f"\nthroughput on a {args.size}x{args.size} scene ({n} windows):")
     print(f"  bare forward on the same windows  {t_fwd:8.2f} s  ({n / t_fwd:6.2f} windows/s)")
@@ -116,16 +144,33 @@ def main() -> None:
     for size in (args.rss_size, 2 * args.rss_size):
         with tempfile.TemporaryDirectory() as d:
             stack = make_stack(Path(d) / "stack.tif", size, args.layers)  # made here: the child only predicts
-            cmd = [sys.executable, __file__, "--child", str(size), "--stack", str(stack), "--model", args.model,
-                   "--encoder", args.encoder, "--layers", str(args.layers), "--tile", str(args.tile),
-                   "--batch", str(args.batch)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(size),
+                "--stack",
+                str(stack),
+                "--model",
+                args.model,
+                "--encoder",
+                args.encoder,
+                "--layers",
+                str(args.layers),
+                "--tile",
+                str(args.tile),
+                "--batch",
+                str(args.batch),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
     print("\npeak memory (fresh process each):")
     print(f"  {'scene':>11} {'pixels':>10} {'windows':>8} {'seconds':>8} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"  {r['size']:>5}x{r['size']:<5} {r['size'] ** 2:>10} {r['windows']:>8} {r['seconds']:>8.1f}"
-              f" {r['peak_rss_mb']:>12.0f}")
+        print(
+            f"  {r['size']:>5}x{r['size']:<5} {r['size'] ** 2:>10} {r['windows']:>8} {r['seconds']:>8.1f}"
+            f" {r['peak_rss_mb']:>12.0f}"
+        )
     print(f"  peak RSS ratio for 4x the area: {rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
 
 

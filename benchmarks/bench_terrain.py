@@ -76,25 +76,31 @@ def main() -> int:
 
         t_gdal = best_of(args.repeat, lambda: gdaldem(tmp, dem_path, "slope", "aspect"))
         t_ours = best_of(args.repeat, lambda: terrain_layers(dem, res, layers=("slope", "aspect")))
-        t_ours_file = best_of(args.repeat, lambda: terrain_file(dem_path, tmp / "sa.tif", progress=False,
-                                                                layers=("slope", "aspect")))
+        t_ours_file = best_of(
+            args.repeat, lambda: terrain_file(dem_path, tmp / "sa.tif", progress=False, layers=("slope", "aspect"))
+        )
         ours = terrain_layers(dem, res, layers=("slope",))["slope"]
         with rasterio.open(tmp / "gdal_slope.tif") as ds:
             ref = ds.read(1)
             valid = ref != ds.nodata
         max_diff = float(np.abs(ours[valid] - ref[valid]).max())
 
-        t_gdal5 = best_of(args.repeat, lambda: gdaldem(tmp, dem_path, "slope", "aspect", "hillshade", "TPI",
-                                                        "roughness"))
+        t_gdal5 = best_of(
+            args.repeat, lambda: gdaldem(tmp, dem_path, "slope", "aspect", "hillshade", "TPI", "roughness")
+        )
         t_file = best_of(args.repeat, lambda: terrain_file(dem_path, tmp / "terrain.tif", progress=False))
 
     mpx = args.size * args.size / 1e6
     print(f"DEM {args.size} x {args.size} px ({mpx:.1f} Mpx), best of {args.repeat}")
     print(f"slope+aspect   gdaldem (2 runs, file->file): {t_gdal:7.2f} s")
-    print(f"slope+aspect   terrain_layers (in memory):   {t_ours:7.2f} s   ratio ours/gdaldem = {t_ours / t_gdal:.2f}"
-          f"   (max |slope diff| = {max_diff:.2e} deg)")
-    print(f"slope+aspect   terrain_file (file->file):    {t_ours_file:7.2f} s   ratio ours/gdaldem = "
-          f"{t_ours_file / t_gdal:.2f}")
+    print(
+        f"slope+aspect   terrain_layers (in memory):   {t_ours:7.2f} s   ratio ours/gdaldem = {t_ours / t_gdal:.2f}"
+        f"   (max |slope diff| = {max_diff:.2e} deg)"
+    )
+    print(
+        f"slope+aspect   terrain_file (file->file):    {t_ours_file:7.2f} s   ratio ours/gdaldem = "
+        f"{t_ours_file / t_gdal:.2f}"
+    )
     print(f"all layers     gdaldem (5 runs, file->file): {t_gdal5:7.2f} s")
     print(f"all layers     terrain_file (10 bands):      {t_file:7.2f} s   ratio ours/gdaldem = {t_file / t_gdal5:.2f}")
     return 0

@@ -89,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     r = WINDOW // 2
 
-    print(f"machine: {os.cpu_count()} logical CPUs, numba threads {numba.get_num_threads()} "
-          f"({numba.config.THREADING_LAYER} layer), load average {os.getloadavg()[0]:.2f} at start "
-          "(the machine is shared: timings are taken under contention)")
-    print(f"parameters: window {WINDOW}, levels {LEVELS}, distance 1, angles {ANGLES}, "
-          f"all {len(ALL_FEATURES)} features")
+    print(
+        f"machine: {os.cpu_count()} logical CPUs, numba threads {numba.get_num_threads()} "
+        f"({numba.config.THREADING_LAYER} layer), load average {os.getloadavg()[0]:.2f} at start "
+        "(the machine is shared: timings are taken under contention)"
+    )
+    print(
+        f"parameters: window {WINDOW}, levels {LEVELS}, distance 1, angles {ANGLES}, all {len(ALL_FEATURES)} features"
+    )
 
     # ---- (a) + (b): scikit-image per-window loop vs the numba kernel on size² ----
     q = rng.integers(0, LEVELS, size=(size, size), dtype=np.uint8)
@@ -121,12 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     ok = bool(np.all(rel <= 1e-5))
 
     print()
-    print(f"(a) scikit-image: {n_sample} random windows in {t_sk:.2f} s = {t_sk / n_sample * 1e6:.0f} µs/window; "
-          f"extrapolated to all {size}² pixels: {t_sk_full:.1f} s")
-    print(f"(b) cryonet numba on the full {size}²: best of 3 = {t_nb * 1e3:.1f} ms "
-          f"({t_nb / size**2 * 1e9:.0f} ns/pixel; first call incl. JIT/cache load {t_jit:.2f} s)")
-    print(f"    agreement on the {n_sample} sampled windows: max |diff| {err.max():.2e}, "
-          f"max relative {rel.max():.2e} -> {'OK' if ok else 'MISMATCH'} (tolerance 1e-5)")
+    print(
+        f"(a) scikit-image: {n_sample} random windows in {t_sk:.2f} s = {t_sk / n_sample * 1e6:.0f} µs/window; "
+        f"extrapolated to all {size}² pixels: {t_sk_full:.1f} s"
+    )
+    print(
+        f"(b) cryonet numba on the full {size}²: best of 3 = {t_nb * 1e3:.1f} ms "
+        f"({t_nb / size**2 * 1e9:.0f} ns/pixel; first call incl. JIT/cache load {t_jit:.2f} s)"
+    )
+    print(
+        f"    agreement on the {n_sample} sampled windows: max |diff| {err.max():.2e}, "
+        f"max relative {rel.max():.2e} -> {'OK' if ok else 'MISMATCH'} (tolerance 1e-5)"
+    )
     speedup = t_sk_full / t_nb
     print(f"    speed-up: {speedup:,.0f}x (target >= 500x)")
 
@@ -143,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     c_full = cpu_s() - c0
     peak = peak_rss_mib()
     print()
-    print(f"(c) full {full} x {full} band ({band.nbytes / 2**20:.0f} MiB uint16), all features, row blocks of "
-          f"{args.block} + halo {halo(WINDOW, (1,))}: {t_full:.1f} s "
-          f"({t_full / full**2 * 1e9:.0f} ns/pixel; target <= 120 s for 10,980² on 2 cores), CPU time {c_full:.1f} s; "
-          f"RSS before {rss_before:.0f} MiB, peak RSS {peak:.0f} MiB")
+    print(
+        f"(c) full {full} x {full} band ({band.nbytes / 2**20:.0f} MiB uint16), all features, row blocks of "
+        f"{args.block} + halo {halo(WINDOW, (1,))}: {t_full:.1f} s "
+        f"({t_full / full**2 * 1e9:.0f} ns/pixel; target <= 120 s for 10,980² on 2 cores), CPU time {c_full:.1f} s; "
+        f"RSS before {rss_before:.0f} MiB, peak RSS {peak:.0f} MiB"
+    )
     if check:
         whole = glcm_features(band, window=WINDOW, levels=LEVELS, angles=ANGLES, vmin=vmin, vmax=vmax)
         same = np.array_equal(whole, assembled, equal_nan=True)
@@ -161,32 +172,52 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
             src = Path(tmp) / "band.tif"
-            with rasterio.open(src, "w", driver="GTiff", width=full, height=full, count=1, dtype="uint16",
-                               crs="EPSG:32645", transform=from_origin(500000, 3130000, 10, 10), tiled=True,
-                               blockxsize=256, blockysize=256) as dst:
+            with rasterio.open(
+                src,
+                "w",
+                driver="GTiff",
+                width=full,
+                height=full,
+                count=1,
+                dtype="uint16",
+                crs="EPSG:32645",
+                transform=from_origin(500000, 3130000, 10, 10),
+                tiled=True,
+                blockxsize=256,
+                blockysize=256,
+            ) as dst:
                 dst.write(band, 1)
             del band
             t0, c0 = time.perf_counter(), cpu_s()
-            texture_file(src, Path(tmp) / "texture.tif", window=WINDOW, levels=LEVELS, angles=ANGLES, block=1024,
-                         progress=False)
+            texture_file(
+                src, Path(tmp) / "texture.tif", window=WINDOW, levels=LEVELS, angles=ANGLES, block=1024, progress=False
+            )
             t_file = time.perf_counter() - t0
             c_file = cpu_s() - c0
             out_mib = (Path(tmp) / "texture.tif").stat().st_size / 2**20
-        print(f"(d) texture_file GeoTIFF -> 9-band float32 deflate GeoTIFF ({out_mib:.0f} MiB): {t_file:.1f} s, "
-              f"peak RSS so far {peak_rss_mib():.0f} MiB")
+        print(
+            f"(d) texture_file GeoTIFF -> 9-band float32 deflate GeoTIFF ({out_mib:.0f} MiB): {t_file:.1f} s, "
+            f"peak RSS so far {peak_rss_mib():.0f} MiB"
+        )
 
     print()
     print("| step | pixels | wall time | wall per pixel | CPU time (all threads) |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| scikit-image loop (extrapolated from {n_sample} windows) | {size}² | {t_sk_full:.1f} s | "
-          f"{t_sk / n_sample * 1e9:,.0f} ns | {c_sk:.1f} s |")
+    print(
+        f"| scikit-image loop (extrapolated from {n_sample} windows) | {size}² | {t_sk_full:.1f} s | "
+        f"{t_sk / n_sample * 1e9:,.0f} ns | {c_sk:.1f} s |"
+    )
     print(f"| cryonet numba | {size}² | {t_nb * 1e3:.1f} ms | {t_nb / size**2 * 1e9:.0f} ns | {c_nb * 1e3:.1f} ms |")
     print(f"| speed-up (wall; CPU) | | {speedup:,.0f}x | | {c_sk / max(c_nb, 1e-9):,.0f}x |")
-    print(f"| cryonet, row blocks (peak RSS {peak:.0f} MiB) | {full}² | {t_full:.1f} s | "
-          f"{t_full / full**2 * 1e9:.0f} ns | {c_full:.1f} s |")
+    print(
+        f"| cryonet, row blocks (peak RSS {peak:.0f} MiB) | {full}² | {t_full:.1f} s | "
+        f"{t_full / full**2 * 1e9:.0f} ns | {c_full:.1f} s |"
+    )
     if t_file is not None:
-        print(f"| texture_file (read + compute + deflate write) | {full}² | {t_file:.1f} s | "
-              f"{t_file / full**2 * 1e9:.0f} ns | {c_file:.1f} s |")
+        print(
+            f"| texture_file (read + compute + deflate write) | {full}² | {t_file:.1f} s | "
+            f"{t_file / full**2 * 1e9:.0f} ns | {c_file:.1f} s |"
+        )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0 if ok else 1
 

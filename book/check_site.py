@@ -223,9 +223,7 @@ class WebDriver:
     def __init__(self, chromium: str, chromedriver: str, profile_dir: str) -> None:
         self.port = _free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="chromedriver-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [chromedriver, f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen([chromedriver, f"--port={self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
         while True:
@@ -243,7 +241,10 @@ class WebDriver:
                 "alwaysMatch": {
                     "browserName": "chrome",
                     "pageLoadStrategy": "normal",
-                    "goog:chromeOptions": {"binary": chromium, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"]},
+                    "goog:chromeOptions": {
+                        "binary": chromium,
+                        "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}"],
+                    },
                 }
             }
         }
@@ -264,15 +265,19 @@ class WebDriver:
         return self._call(method, f"/session/{self.session}{path}", body)["value"]
 
     def get(self, url: str) -> None:
+        """Open ``url`` in the browser."""
         self._session("POST", "/url", {"url": url})
 
     def script(self, js: str, *args: object) -> object:
+        """Run ``js`` synchronously in the page and return its result."""
         return self._session("POST", "/execute/sync", {"script": js, "args": list(args)})
 
     def cdp(self, cmd: str, params: dict | None = None) -> dict:
+        """Send a Chrome DevTools Protocol command and return its result."""
         return self._session("POST", "/goog/cdp/execute", {"cmd": cmd, "params": params or {}})  # type: ignore[return-value]
 
     def full_page_png(self) -> bytes:
+        """A PNG screenshot of the whole page (capped at ``MAX_SHOT_HEIGHT`` px)."""
         metrics = self.cdp("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         width, height = int(size["width"]), min(int(size["height"]), MAX_SHOT_HEIGHT)
@@ -284,6 +289,7 @@ class WebDriver:
         return base64.b64decode(shot["data"])
 
     def close(self) -> None:
+        """End the WebDriver session and stop chromedriver."""
         started = bool(getattr(self, "session", None))
         with contextlib.suppress(Exception):
             if started:
@@ -345,6 +351,7 @@ def check_browser(site: Path, shots: Path, chromium: str, chromedriver: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check every page of the built site; 0 when no page has a problem."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("site", nargs="?", type=Path, default=DEFAULT_SITE, help="built site (default: _build/html)")
     ap.add_argument("--static-only", action="store_true", help="links and files only, no browser, no screenshots")

@@ -98,7 +98,10 @@ def chapters(toc: Path = TOC, src: Path = SRC) -> list[Chapter]:
 
 
 def select(all_chapters: list[Chapter], spec: str | None) -> list[Chapter]:
-    """The chapters named by ``spec`` (``"1,2"``, ``"3-6"``, ``"02_feature_engineering"``; None = all), in book order."""
+    """The chapters named by ``spec`` in book order.
+
+    ``spec`` is ``"1,2"``, ``"3-6"`` or ``"02_feature_engineering"``; None means all.
+    """
     if not spec:
         return all_chapters
     wanted: set[int] = set()
@@ -116,7 +119,9 @@ def select(all_chapters: list[Chapter], spec: str | None) -> list[Chapter]:
             raise SystemExit(f"--chapters: {part!r} is neither a chapter number nor one of {sorted(by_stem)}")
     unknown = wanted - {c.number for c in all_chapters}
     if unknown:
-        raise SystemExit(f"--chapters: no chapter numbered {sorted(unknown)}; the book has {[c.number for c in all_chapters]}")
+        raise SystemExit(
+            f"--chapters: no chapter numbered {sorted(unknown)}; the book has {[c.number for c in all_chapters]}"
+        )
     return [c for c in all_chapters if c.number in wanted]
 
 
@@ -167,8 +172,9 @@ def execute(chapter: Chapter, parameters: dict[str, object], *, progress: bool) 
     Raises:
         SystemExit: a cell failed (the message names the notebook holding the traceback).
     """
-    import papermill
     import tempfile
+
+    import papermill
 
     chapter.notebook.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cryonet-book-") as tmp:
@@ -187,7 +193,8 @@ def execute(chapter: Chapter, parameters: dict[str, object], *, progress: bool) 
             )
         except papermill.PapermillExecutionError as exc:
             raise SystemExit(
-                f"chapter {chapter.number} ({chapter.stem}) failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                f"chapter {chapter.number} ({chapter.stem}) failed in cell {exc.exec_count}: "
+                f"{exc.ename}: {exc.evalue}\n"
                 f"The executed notebook with the traceback is {chapter.notebook.relative_to(ROOT)}."
             ) from None
     return time.perf_counter() - t0
@@ -256,27 +263,30 @@ def status_page(times: dict[str, dict[str, object]], all_chapters: list[Chapter]
         ["seed", args.seed],
         ["device", args.device],
     ]
-    return "\n\n".join(
-        [
-            "# Status of this build",
-            "This page is written by `book/execute.py` after it has executed the chapters; nothing on it is typed "
-            "in by hand. Results in the chapters come from the data and profile named here: with the `ci` profile "
-            "and synthetic twin scenes every result is **synthetic**.",
-            "## Execution time per chapter",
-            "Wall time of executing each chapter's notebook with papermill (kernel start-up included), on the "
-            "machine below.",
-            _md_table(["chapter", "title", "wall time", "finished (UTC)", "profile"], rows),
-            f"Total over the executed chapters: {_format_seconds(total)}.",
-            "## Environment",
-            _md_table(["", ""], env_rows),
-            "## Package versions",
-            _md_table(["package", "version"], [[p, _version(p)] for p in PACKAGES]),
-            f"## Profile `{profile.name}`",
-            "The settings of the run profile (`cryonet.config`); the paper does not publish its training settings, "
-            "so these are this project's choices (see the `cryonet.config` module docstring).",
-            _md_table(["setting", "value"], [[k, f"`{v}`"] for k, v in settings.items()]),
-        ]
-    ) + "\n"
+    return (
+        "\n\n".join(
+            [
+                "# Status of this build",
+                "This page is written by `book/execute.py` after it has executed the chapters; nothing on it is typed "
+                "in by hand. Results in the chapters come from the data and profile named here: with the `ci` profile "
+                "and synthetic twin scenes every result is **synthetic**.",
+                "## Execution time per chapter",
+                "Wall time of executing each chapter's notebook with papermill (kernel start-up included), on the "
+                "machine below.",
+                _md_table(["chapter", "title", "wall time", "finished (UTC)", "profile"], rows),
+                f"Total over the executed chapters: {_format_seconds(total)}.",
+                "## Environment",
+                _md_table(["", ""], env_rows),
+                "## Package versions",
+                _md_table(["package", "version"], [[p, _version(p)] for p in PACKAGES]),
+                f"## Profile `{profile.name}`",
+                "The settings of the run profile (`cryonet.config`); the paper does not publish its training settings, "
+                "so these are this project's choices (see the `cryonet.config` module docstring).",
+                _md_table(["setting", "value"], [[k, f"`{v}`"] for k, v in settings.items()]),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _load_times(run_dir: Path) -> dict[str, dict[str, object]]:
@@ -318,6 +328,7 @@ def _lock_or_exit() -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``book/execute.py``."""
     ap = argparse.ArgumentParser(
         description="Execute the book's chapters with papermill (in toc order) and write book/status.md.",
         epilog="Then: jupyter-book build book/ -W && python book/check_site.py (make book does all three).",
@@ -326,7 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-dir", default="data", help="folder with <region>/scene.json inputs (default: data)")
     ap.add_argument("--run-dir", default=None, help="where chapters write their outputs (default: runs/<profile>)")
     ap.add_argument("--seed", type=int, default=0, help="random seed passed to every chapter (default 0)")
-    ap.add_argument("--device", default="auto", help="torch device for training chapters: auto, cpu, cuda (default auto)")
+    ap.add_argument(
+        "--device", default="auto", help="torch device for training chapters: auto, cpu, cuda (default auto)"
+    )
     ap.add_argument("--chapters", default=None, help="subset to run, e.g. 1,2 or 3-6 (default: all, in toc order)")
     ap.add_argument("--list", action="store_true", help="list the chapters and exit")
     ap.add_argument("--status-only", action="store_true", help="only rewrite book/status.md from the recorded times")
@@ -338,6 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Execute the selected chapters and write the status page; the exit status."""
     args = parse_args(argv)
     all_chapters = chapters()
     if args.list:

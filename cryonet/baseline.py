@@ -38,6 +38,7 @@ from rasterio.windows import Window
 from cryonet import metrics
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
 from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels, read_layer_table, sidecar_path
+
 # re-exported: they lived here before moving to cryonet.metrics (cryonet.transfer and the chapters use these names)
 from cryonet.metrics import CLASS_SCORES, class_intervals
 from cryonet.raster import open_raster
@@ -103,8 +104,11 @@ def load_split(split: Split | str | os.PathLike[str]) -> Split:
 
 
 def _read_tile(s_src: Any, l_src: Any, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-    """All layers ``(layers, rows, cols)`` float32 and the labels ``(rows, cols)`` int64 of one tile, with the
-    training pipeline's nodata rule applied to the labels (255 where :func:`invalid_pixels`)."""
+    """All layers and the labels of one tile.
+
+    Layers ``(layers, rows, cols)`` float32, labels ``(rows, cols)`` int64 with the training pipeline's nodata rule
+    applied (255 where :func:`invalid_pixels`).
+    """
     x = s_src.read(window=tile.window, out_dtype="float32")
     y = l_src.read(1, window=tile.window).astype(np.int64)
     y[invalid_pixels(x, y)] = LABEL_NODATA
@@ -306,15 +310,26 @@ def pixel_classifier(
     sp = load_split(split)
     names, bands = select_layers(stack_path, groups)
     t0 = time.perf_counter()
-    x, y = sample_training_pixels(stack_path, labels_path, sp.get("train"), bands, max_pixels=max_pixels,
-                                  seed=seed, progress=progress)
+    x, y = sample_training_pixels(
+        stack_path, labels_path, sp.get("train"), bands, max_pixels=max_pixels, seed=seed, progress=progress
+    )
     pipe, settings = _make_estimator(estimator, seed, n_jobs, **params)
     pipe.fit(x, y)
     seconds = time.perf_counter() - t0
     counts = np.bincount(y, minlength=len(CLASSES))[: len(CLASSES)]
     logger.info("pixel classifier %s on %s: %d pixels, %.1f s", estimator, list(groups), len(y), seconds)
-    return PixelClassifier(pipe, estimator, tuple(groups), names, bands, int(len(y)), counts, seconds, seed,
-                           {**settings, "max_pixels": max_pixels})
+    return PixelClassifier(
+        pipe,
+        estimator,
+        tuple(groups),
+        names,
+        bands,
+        int(len(y)),
+        counts,
+        seconds,
+        seed,
+        {**settings, "max_pixels": max_pixels},
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -370,10 +385,18 @@ def score_tiles(
 def _result(cms: np.ndarray, *, n_boot: int, alpha: float, seed: int, **info: Any) -> dict[str, Any]:
     cm = cms.sum(axis=0)
     ci = {}
-    for key in ("miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier",
-                "mean_precision_glacier", "mean_recall_glacier"):
-        est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha,
-                                           seed=seed)
+    for key in (
+        "miou_glacier",
+        "miou_all",
+        "glacier_union_iou",
+        "pixel_accuracy",
+        "mean_f1_glacier",
+        "mean_precision_glacier",
+        "mean_recall_glacier",
+    ):
+        est, lo, hi = metrics.bootstrap_ci(
+            cms, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
+        )
         ci[key] = {"estimate": est, "low": lo, "high": hi}
     return {
         **info,
@@ -421,10 +444,25 @@ def evaluate_pixel_classifier(
     """
     sp = load_split(split)
     tiles = sp.get(split_name)
-    cms, seconds = score_tiles(clf.predict, stack_path, labels_path, tiles, batch_size=16, progress=progress,
-                               desc=f"scoring {clf.name} on {split_name}")
-    return _result(cms, n_boot=n_boot, alpha=alpha, seed=seed, model=clf.name, split=split_name, tiles=list(tiles),
-                   seconds_predict=seconds)
+    cms, seconds = score_tiles(
+        clf.predict,
+        stack_path,
+        labels_path,
+        tiles,
+        batch_size=16,
+        progress=progress,
+        desc=f"scoring {clf.name} on {split_name}",
+    )
+    return _result(
+        cms,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        model=clf.name,
+        split=split_name,
+        tiles=list(tiles),
+        seconds_predict=seconds,
+    )
 
 
 def comparison_table(
@@ -446,6 +484,7 @@ def comparison_table(
     Returns:
         DataFrame indexed by ``(model, class)``, one string column per score.
     """
+
     def fmt(v: float, lo: float, hi: float) -> str:
         if not np.isfinite(v):
             return "n/a"
@@ -455,8 +494,13 @@ def comparison_table(
     for label, res in results.items():
         ci = res["class_ci"]
         for c in classes:
-            rows.append({"model": label, "class": c,
-                         **{s: fmt(ci.loc[c, s], ci.loc[c, f"{s}_low"], ci.loc[c, f"{s}_high"]) for s in scores}})
+            rows.append(
+                {
+                    "model": label,
+                    "class": c,
+                    **{s: fmt(ci.loc[c, s], ci.loc[c, f"{s}_low"], ci.loc[c, f"{s}_high"]) for s in scores},
+                }
+            )
     return pd.DataFrame(rows).set_index(["model", "class"])
 
 
@@ -489,8 +533,10 @@ def paired_difference(
     a = np.asarray(cms_a, dtype=np.int64)
     b = np.asarray(cms_b, dtype=np.int64)
     if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
-                         f"and {b.shape} (score both on the same tiles)")
+        raise ValueError(
+            f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
+            f"and {b.shape} (score both on the same tiles)"
+        )
     n_tiles = a.shape[0]
     estimate = float(metric_fn(a.sum(axis=0)) - metric_fn(b.sum(axis=0)))
     rng = np.random.default_rng(seed)
@@ -553,8 +599,12 @@ def train_or_reuse(
             logger.warning("%s: %s; training afresh", last, exc)
             ckpt = None
         newest_input = max(Path(stack_path).stat().st_mtime, Path(labels_path).stat().st_mtime)
-        if (ckpt is not None and ckpt.get("profile") == wanted and ckpt.get("model") == model
-                and last.stat().st_mtime >= newest_input):
+        if (
+            ckpt is not None
+            and ckpt.get("profile") == wanted
+            and ckpt.get("model") == model
+            and last.stat().st_mtime >= newest_input
+        ):
             status = "reused" if ckpt.get("finished") else "resumed"
         elif ckpt is not None:
             logger.info("%s: made with other settings or inputs; training afresh", last)
@@ -562,8 +612,9 @@ def train_or_reuse(
     if status == "trained":
         result = train(stack_path, labels_path, out, model=model, profile=profile, device=device, progress=progress)
     else:
-        result = train(stack_path, labels_path, out, model=model, profile=wanted, resume=True, device=device,
-                       progress=progress)
+        result = train(
+            stack_path, labels_path, out, model=model, profile=wanted, resume=True, device=device, progress=progress
+        )
     logger.info("%s %s in %.0f s", model, status, time.perf_counter() - t0)
     return result, status
 

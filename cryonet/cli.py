@@ -95,12 +95,22 @@ def _add_features(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--scene", type=Path, required=True, help="scene directory (scene.json)")
     p.add_argument("--out", type=Path, required=True, help="output stack GeoTIFF (STACK.layers.csv written beside)")
-    p.add_argument("--groups", nargs="+", choices=LAYER_GROUPS, default=list(LAYER_GROUPS), metavar="GROUP",
-                   help=f"layer groups to include (default all: {' '.join(LAYER_GROUPS)})")
+    p.add_argument(
+        "--groups",
+        nargs="+",
+        choices=LAYER_GROUPS,
+        default=list(LAYER_GROUPS),
+        metavar="GROUP",
+        help=f"layer groups to include (default all: {' '.join(LAYER_GROUPS)})",
+    )
     p.add_argument("--block", type=int, default=512, help="processing block edge, pixels (512)")
     p.add_argument("--texture-base", choices=["pc1", "B8"], default="pc1", help="image the GLCM is computed on (pc1)")
-    p.add_argument("--like", type=Path, default=None,
-                   help="source-region stack whose PCA and texture grey levels are reused (transfer)")
+    p.add_argument(
+        "--like",
+        type=Path,
+        default=None,
+        help="source-region stack whose PCA and texture grey levels are reused (transfer)",
+    )
     p.add_argument("--pca", type=Path, default=None, help="PCA transform JSON to apply instead of fitting one")
     p.add_argument("--seed", type=int, default=0, help="seed of the PCA pixel sample (0)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if an up-to-date stack exists")
@@ -207,12 +217,22 @@ def _run_predict(args: argparse.Namespace) -> int:
     from cryonet.inference import predict_checkpoint
 
     kw = {"tile_size": args.tile} if args.tile is not None else {}
-    res = predict_checkpoint(args.checkpoint, args.stack, args.out, overlap=args.overlap, batch_size=args.batch,
-                             device=args.device, probabilities_path=args.probabilities, progress=not args.quiet,
-                             **kw)
+    res = predict_checkpoint(
+        args.checkpoint,
+        args.stack,
+        args.out,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        device=args.device,
+        probabilities_path=args.probabilities,
+        progress=not args.quiet,
+        **kw,
+    )
     extra = f" and {res.probabilities}" if res.probabilities else ""
-    print(f"predicted {res.grid.height} x {res.grid.width} px ({res.windows} windows, {res.seconds:.1f} s): "
-          f"{res.labels}{extra}")
+    print(
+        f"predicted {res.grid.height} x {res.grid.width} px ({res.windows} windows, {res.seconds:.1f} s): "
+        f"{res.labels}{extra}"
+    )
     return 0
 
 
@@ -240,8 +260,10 @@ def _run_outlines(args: argparse.Namespace) -> int:
             print(cmp["classes"].to_string())
             g = cmp["glaciers"]
             if len(g):
-                print(f"\nper reference glacier ({len(g)}): median relative area difference "
-                      f"{g['rel_diff'].median():+.3f}; the 10 largest:")
+                print(
+                    f"\nper reference glacier ({len(g)}): median relative area difference "
+                    f"{g['rel_diff'].median():+.3f}; the 10 largest:"
+                )
                 print(g.sort_values("ref_km2", ascending=False).head(10).to_string())
     return 0
 
@@ -266,16 +288,28 @@ def _run_importance(args: argparse.Namespace) -> int:
     from cryonet.importance import class_drops, permutation_importance
     from cryonet.raster import atomic_path
 
-    df = permutation_importance(args.run, args.stack, args.labels, split=args.split, groups=args.groups,
-                                repeats=args.repeats, metric=args.metric, seed=args.seed, device=args.device,
-                                max_tiles=args.max_tiles, progress=not args.quiet)
+    df = permutation_importance(
+        args.run,
+        args.stack,
+        args.labels,
+        split=args.split,
+        groups=args.groups,
+        repeats=args.repeats,
+        metric=args.metric,
+        seed=args.seed,
+        device=args.device,
+        max_tiles=args.max_tiles,
+        progress=not args.quiet,
+    )
     if args.out is not None:
         with atomic_path(args.out) as tmp:
             df.to_csv(tmp, index=False)
     summ = df.attrs["summary"].sort_values("mean_drop", ascending=False)
     with pd.option_context("display.width", 120, "display.float_format", "{:.4f}".format):
-        print(f"{args.metric}: baseline {df.attrs['baseline']:.4f} on {df.attrs['n_tiles']} {args.split} tiles; "
-              f"drop when a group is permuted ({args.repeats} repeats, 95 % t interval):")
+        print(
+            f"{args.metric}: baseline {df.attrs['baseline']:.4f} on {df.attrs['n_tiles']} {args.split} tiles; "
+            f"drop when a group is permuted ({args.repeats} repeats, 95 % t interval):"
+        )
         print(summ.to_string())
         print("mean drop of each class's IoU:")
         print(class_drops(df).reindex(summ.index).to_string())
@@ -300,11 +334,22 @@ def _run_train(args: argparse.Namespace) -> int:
     from cryonet.train import train
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "encoder": args.encoder}.items() if v is not None}
-    res = train(args.stack, args.labels, args.out, model=args.model, profile=args.profile, resume=args.resume,
-                device=args.device, progress=not args.quiet, **overrides)
+    res = train(
+        args.stack,
+        args.labels,
+        args.out,
+        model=args.model,
+        profile=args.profile,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.quiet,
+        **overrides,
+    )
     state = "finished" if res.finished else "stopped"
-    print(f"{res.model} (encoder {res.encoder}) {state} after {res.epochs_run} epochs; best validation mIoU "
-          f"(glacier classes) {res.best_score:.4f} at epoch {res.best_epoch}; run in {res.run_dir}")
+    print(
+        f"{res.model} (encoder {res.encoder}) {state} after {res.epochs_run} epochs; best validation mIoU "
+        f"(glacier classes) {res.best_score:.4f} at epoch {res.best_epoch}; run in {res.run_dir}"
+    )
     return 0
 
 
@@ -320,9 +365,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     res = evaluate(args.run, args.split, n_boot=args.n_boot, device=args.device, progress=not args.quiet)
     s, ci = res["summary"], res["ci"]["miou_glacier"]
-    print(f"{res['model']} (encoder {res['encoder']}), {res['split']} split, {res['n_tiles']} tiles: "
-          f"mIoU glacier {s['miou_glacier']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}], mIoU all "
-          f"{s['miou_all']:.4f}, pixel accuracy {s['pixel_accuracy']:.4f}; written to {res['file']}")
+    print(
+        f"{res['model']} (encoder {res['encoder']}), {res['split']} split, {res['n_tiles']} tiles: "
+        f"mIoU glacier {s['miou_glacier']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}], mIoU all "
+        f"{s['miou_all']:.4f}, pixel accuracy {s['pixel_accuracy']:.4f}; written to {res['file']}"
+    )
     return 0
 
 
@@ -333,19 +380,38 @@ COMMANDS: list[Command] = [
     # --- registered commands: issue 3 ---
     ("features", "build the feature stack of a scene (all seven layer groups)", _add_features, _run_features),
     ("texture", "GLCM texture features of one band over a sliding window", _add_texture, _run_texture),
-    ("terrain", "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)", _add_terrain,
-     _run_terrain),
+    (
+        "terrain",
+        "terrain layers of a DEM (slope, aspect, curvature, hillshade, TPI, roughness)",
+        _add_terrain,
+        _run_terrain,
+    ),
     # --- registered commands: issue 4 ---
-    ("train", "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)", _add_train,
-     _run_train),
-    ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate,
-     _run_evaluate),
-    ("predict", "predict a whole feature stack with a trained model (class COG on the stack's grid)", _add_predict,
-     _run_predict),
-    ("outlines", "polygonise a class raster into a GeoPackage, with areas and a reference comparison",
-     _add_outlines, _run_outlines),
-    ("importance", "grouped permutation importance of a trained run on its test tiles", _add_importance,
-     _run_importance),
+    (
+        "train",
+        "train a model on a feature stack + labels (checkpoints, resume, DDP via torchrun)",
+        _add_train,
+        _run_train,
+    ),
+    ("evaluate", "score a trained run on its test tiles (metrics + bootstrap intervals)", _add_evaluate, _run_evaluate),
+    (
+        "predict",
+        "predict a whole feature stack with a trained model (class COG on the stack's grid)",
+        _add_predict,
+        _run_predict,
+    ),
+    (
+        "outlines",
+        "polygonise a class raster into a GeoPackage, with areas and a reference comparison",
+        _add_outlines,
+        _run_outlines,
+    ),
+    (
+        "importance",
+        "grouped permutation importance of a trained run on its test tiles",
+        _add_importance,
+        _run_importance,
+    ),
 ]
 
 

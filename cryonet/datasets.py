@@ -216,8 +216,13 @@ class Tile:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tile:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(d["row"]), int(d["col"]), int(d["size"]), tuple(int(v) for v in d["class_counts"]),
-                   float(d["nodata_fraction"]))
+        return cls(
+            int(d["row"]),
+            int(d["col"]),
+            int(d["size"]),
+            tuple(int(v) for v in d["class_counts"]),
+            float(d["nodata_fraction"]),
+        )
 
 
 def scan_tiles(
@@ -270,8 +275,7 @@ def scan_tiles(
                 )
             counts = np.bincount(lab[~invalid].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
             tiles.append(Tile(r, c, tile_size, tuple(int(v) for v in counts), frac))
-    logger.info("%s: %d of %d tiles kept (max nodata %.2f)", stack_path, len(tiles), len(offsets),
-                max_nodata_fraction)
+    logger.info("%s: %d of %d tiles kept (max nodata %.2f)", stack_path, len(tiles), len(offsets), max_nodata_fraction)
     return tiles
 
 
@@ -393,8 +397,15 @@ class Split:
                 x0, y0 = tr @ (t.col, t.row)
                 x1, y1 = tr @ (t.col + t.size, t.row + t.size)
                 geoms.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-                recs.append({"split": name, "row": t.row, "col": t.col, "size": t.size,
-                             **{c: n for c, n in zip(CLASSES, t.class_counts, strict=True)}})
+                recs.append(
+                    {
+                        "split": name,
+                        "row": t.row,
+                        "col": t.col,
+                        "size": t.size,
+                        **{c: n for c, n in zip(CLASSES, t.class_counts, strict=True)},
+                    }
+                )
         return gpd.GeoDataFrame(recs, geometry=geoms, crs=self.crs_wkt)
 
     def save_gpkg(self, path: str | os.PathLike[str]) -> Path:
@@ -463,7 +474,8 @@ def _assign_blocks(
         """Whether block ``k`` in ``split`` would sit within ``reach`` blocks of a block of the rival held-out split."""
         other = rival.get(split)
         return other is not None and any(
-            s == other and max(abs(k[0] - q[0]), abs(k[1] - q[1])) <= reach for q, s in assign.items())
+            s == other and max(abs(k[0] - q[0]), abs(k[1] - q[1])) <= reach for q, s in assign.items()
+        )
 
     # 1. presence of every class in every split, rarest class first
     for cls in np.argsort(total[:-1], kind="stable"):
@@ -524,9 +536,12 @@ class _BufferedShares:
         return out
 
     def cost(self, block_split: np.ndarray) -> float:
-        """Squared deviation of each split's share of every class (and of the tiles) from its target, after the buffer,
+        """The cost of a block split (lower is better).
+
+        Squared deviation of each split's share of every class (and of the tiles) from its target, after the buffer,
         plus the shortfall below half the target (linear, so that a split left with a sliver of a rare class costs
-        more than an uneven spread of a common one) and 1 per class missing from a split that could hold it."""
+        more than an uneven spread of a common one) and 1 per class missing from a split that could hold it.
+        """
         kept = self.kept(block_split)
         sums = np.stack([self.mass[kept == i].sum(axis=0) for i in range(len(self.target))])  # (splits, C + 1)
         total = sums.sum(axis=0)
@@ -629,8 +644,7 @@ def make_split(
     assign = _assign_blocks(block_counts, block_tiles, fractions, rng, reach=reach)
 
     def boxes(ts: Sequence[Tile]) -> list[Any]:
-        return [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1])
-                for t in ts]
+        return [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1]) for t in ts]
 
     # Which tiles lie within the buffer of a tile of another block is fixed by the geometry: found once, then used
     # both to refine the greedy against the shares that survive the buffer and to apply the buffer itself.
@@ -752,9 +766,13 @@ class Normalizer:
                 v = np.clip(v, lo, hi)
             mean[i] = v.mean()
             std[i] = max(float(v.std()), 1e-6)
-        info = {"max_pixels": max_pixels, "sample_pixels": int(sample.shape[1]), "seed": seed,
-                "clip_percentiles": list(clip_percentiles) if clip_percentiles else None,
-                "source": "valid pixels of training tiles"}
+        info = {
+            "max_pixels": max_pixels,
+            "sample_pixels": int(sample.shape[1]),
+            "seed": seed,
+            "clip_percentiles": list(clip_percentiles) if clip_percentiles else None,
+            "source": "valid pixels of training tiles",
+        }
         return cls(names, mean.astype(np.float32), std.astype(np.float32), info)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
@@ -774,14 +792,23 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``layers``, ``mean``, ``std``, ``info``)."""
-        return {"format": "cryonet-normalizer/1", "layers": self.layers, "mean": self.mean.tolist(),
-                "std": self.std.tolist(), "info": self.info}
+        return {
+            "format": "cryonet-normalizer/1",
+            "layers": self.layers,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "info": self.info,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         """Inverse of :meth:`to_dict`."""
-        return cls(list(d["layers"]), np.asarray(d["mean"], dtype=np.float32),
-                   np.asarray(d["std"], dtype=np.float32), dict(d.get("info", {})))
+        return cls(
+            list(d["layers"]),
+            np.asarray(d["mean"], dtype=np.float32),
+            np.asarray(d["std"], dtype=np.float32),
+            dict(d.get("info", {})),
+        )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON, atomically."""
@@ -860,14 +887,14 @@ class Augmenter:
             raise DatasetError(
                 f"aspect layers must come in sin/cos pairs; found sin {self.sin_idx}, cos {self.cos_idx}"
             )
-        self.deg_idx = [i for i, n in enumerate(low)
-                        if n == "aspect" or n.endswith(("_aspect", "/aspect", ":aspect"))]
+        self.deg_idx = [i for i, n in enumerate(low) if n == "aspect" or n.endswith(("_aspect", "/aspect", ":aspect"))]
         self.sun_layers = [self.layers[i] for i, n in enumerate(low) if any(k in n for k in SUN_DEPENDENT_KEYS)]
         self.geometric = mode == "full" or (mode == "sun_safe" and not self.sun_layers)
         self.mode = mode
         if self.geometric and self.sun_layers:
-            logger.info("augmentation flips/rotates sun-dependent layers %s (left inconsistent with the sun)",
-                        self.sun_layers)
+            logger.info(
+                "augmentation flips/rotates sun-dependent layers %s (left inconsistent with the sun)", self.sun_layers
+            )
 
     def transform(
         self, x: np.ndarray, y: np.ndarray, *, hflip: bool, vflip: bool, k: int

@@ -77,6 +77,7 @@ def load_tiles(
         stack_path: Feature stack (float32, NaN = nodata).
         labels_path: Label raster on the same grid.
         tiles: :class:`cryonet.datasets.Tile` objects (anything with a ``window``), all of one size.
+        progress: Show a progress bar.
 
     Returns:
         ``x`` float32 ``(tiles, layers, size, size)`` in physical units (NaN kept) and ``y`` int64
@@ -132,8 +133,14 @@ def predict_tiles(
 
 
 def score_tiles(
-    model: Any, normalizer: Any, x: np.ndarray, y: np.ndarray, *, metric: str = DEFAULT_METRIC,
-    batch_size: int = 8, device: str | Any = "cpu",
+    model: Any,
+    normalizer: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    metric: str = DEFAULT_METRIC,
+    batch_size: int = 8,
+    device: str | Any = "cpu",
 ) -> tuple[float, np.ndarray]:
     """``(metric, confusion matrix)`` of the model on in-memory tiles (label 255 ignored)."""
     from cryonet import metrics
@@ -179,9 +186,7 @@ def _group_key(group: str) -> int:
     return 1000 + int.from_bytes(group.encode()[:8].ljust(8, b"\0"), "little") % 10**9
 
 
-def permute_pixels(
-    x: np.ndarray, valid: np.ndarray, layers: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def permute_pixels(x: np.ndarray, valid: np.ndarray, layers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Permute ``layers`` of ``x`` jointly over the valid pixels of all tiles; returns a copy of those layers.
 
     Unlike :func:`cryonet.features.stack.permute_group` (which moves every pixel, nodata included) only valid
@@ -274,24 +279,43 @@ def permutation_importance_tiles(
                 for r in range(repeats):
                     rng = np.random.default_rng([int(seed), _group_key(group), r])
                     x[:, layers] = permute_pixels(original, valid, np.arange(len(layers)), rng)
-                    score, cm_p = score_tiles(model, normalizer, x, y, metric=metric, batch_size=batch_size,
-                                              device=device)
+                    score, cm_p = score_tiles(
+                        model, normalizer, x, y, metric=metric, batch_size=batch_size, device=device
+                    )
                     class_drop = base_iou - metrics.per_class(cm_p)["iou"]
-                    rows.append({"group": group, "repeat": r, "metric": metric, "baseline": baseline,
-                                 "score": score, "drop": baseline - score,
-                                 **{f"drop_iou_{c}": float(v) for c, v in zip(CLASSES, class_drop, strict=True)}})
+                    rows.append(
+                        {
+                            "group": group,
+                            "repeat": r,
+                            "metric": metric,
+                            "baseline": baseline,
+                            "score": score,
+                            "drop": baseline - score,
+                            **{f"drop_iou_{c}": float(v) for c, v in zip(CLASSES, class_drop, strict=True)},
+                        }
+                    )
                     bar.update(1)
             finally:
                 x[:, layers] = original
     finally:
         bar.close()
-    df = pd.DataFrame(rows, columns=["group", "repeat", "metric", "baseline", "score", "drop",
-                                     *[f"drop_iou_{c}" for c in CLASSES]])
-    df.attrs.update(baseline=baseline, metric=metric, n_tiles=int(len(x)), n_pixels=int(cm.sum()),
-                    baseline_class_iou={c: float(v) for c, v in zip(CLASSES, base_iou, strict=True)},
-                    summary=importance_summary(df))
-    logger.info("permutation importance (%s, baseline %.4f): %s", metric, baseline,
-                df.groupby("group", sort=False)["drop"].mean().round(4).to_dict())
+    df = pd.DataFrame(
+        rows, columns=["group", "repeat", "metric", "baseline", "score", "drop", *[f"drop_iou_{c}" for c in CLASSES]]
+    )
+    df.attrs.update(
+        baseline=baseline,
+        metric=metric,
+        n_tiles=int(len(x)),
+        n_pixels=int(cm.sum()),
+        baseline_class_iou={c: float(v) for c, v in zip(CLASSES, base_iou, strict=True)},
+        summary=importance_summary(df),
+    )
+    logger.info(
+        "permutation importance (%s, baseline %.4f): %s",
+        metric,
+        baseline,
+        df.groupby("group", sort=False)["drop"].mean().round(4).to_dict(),
+    )
     return df
 
 
@@ -310,8 +334,10 @@ def class_drops(df: pd.DataFrame, classes: Sequence[str] = GLACIER_CLASSES) -> p
     cols = [f"drop_iou_{c}" for c in classes]
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ImportanceError(f"the importance table has no per-class columns {missing}; it was written before "
-                              "per-class drops were recorded: rerun the permutation importance.")
+        raise ImportanceError(
+            f"the importance table has no per-class columns {missing}; it was written before "
+            "per-class drops were recorded: rerun the permutation importance."
+        )
     out = df.groupby("group", sort=False)[cols].mean()
     out.columns = list(classes)
     return out
@@ -406,10 +432,23 @@ def permutation_importance(
         tiles = [tiles[i] for i in pick]
     x, y = load_tiles(stack_path, labels_path, tiles, progress=progress)
     bs = int(batch_size or meta.get("profile", {}).get("batch_size", 8))
-    df = permutation_importance_tiles(model, norm, x, y, table, groups=groups, repeats=repeats, metric=metric,
-                                      seed=seed, batch_size=bs, device=dev, progress=progress)
-    df.attrs.update(run=str(run_dir), checkpoint=meta["checkpoint"], split=split, model=meta["model"],
-                    encoder=meta["encoder"])
+    df = permutation_importance_tiles(
+        model,
+        norm,
+        x,
+        y,
+        table,
+        groups=groups,
+        repeats=repeats,
+        metric=metric,
+        seed=seed,
+        batch_size=bs,
+        device=dev,
+        progress=progress,
+    )
+    df.attrs.update(
+        run=str(run_dir), checkpoint=meta["checkpoint"], split=split, model=meta["model"], encoder=meta["encoder"]
+    )
     return df
 
 
@@ -469,8 +508,12 @@ def write_reduced_stack(
     profile["BIGTIFF"] = "IF_SAFER"
     with open_raster(stack_path) as src, atomic_path(out_path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            for win in tqdm(list(iter_windows(grid, block)), desc=f"stack without {','.join(drop)}",
-                            disable=not progress, leave=False):
+            for win in tqdm(
+                list(iter_windows(grid, block)),
+                desc=f"stack without {','.join(drop)}",
+                disable=not progress,
+                leave=False,
+            ):
                 dst.write(src.read(bands, window=win, out_dtype="float32"), window=win)
             for i, name in enumerate(sub["layer"], start=1):
                 dst.set_band_description(i, str(name))
@@ -479,17 +522,17 @@ def write_reduced_stack(
 
 
 def _same_split(a: Any, b: Any) -> bool:
-    return all([(t.row, t.col, t.size) for t in a.get(s)] == [(t.row, t.col, t.size) for t in b.get(s)]
-               for s in ("train", "val", "test"))
+    return all(
+        [(t.row, t.col, t.size) for t in a.get(s)] == [(t.row, t.col, t.size) for t in b.get(s)]
+        for s in ("train", "val", "test")
+    )
 
 
 #: Keys of an ablation row that record what its result depends on (see :func:`_ablation_inputs`).
 _INPUT_KEYS = ("full_checkpoint_sha256", "profile", "model", "stack_size", "stack_mtime_ns")
 
 
-def _ablation_inputs(
-    checkpoint: Path, prof: Any, model: str, stack_path: str | os.PathLike[str]
-) -> dict[str, Any]:
+def _ablation_inputs(checkpoint: Path, prof: Any, model: str, stack_path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a group's ablation result depends on, as plain JSON values (keys :data:`_INPUT_KEYS`).
 
     The reference checkpoint is identified by its content (sha256, read in chunks: checkpoints of the full
@@ -509,8 +552,11 @@ def _ablation_inputs(
 
 
 def _reduced_path(gdir: Path) -> Path:
-    """The group's reduced stack: ``stack.vrt``, or the ``stack.tif`` copy that versions before the VRT wrote
-    (kept and used, so that their runs resume on the file they started with)."""
+    """The group's reduced stack file.
+
+    ``stack.vrt``, or the ``stack.tif`` copy that versions before the VRT wrote (kept and used, so that their runs
+    resume on the file they started with).
+    """
     legacy = gdir / "stack.tif"
     return legacy if legacy.is_file() else gdir / REDUCED_STACK
 
@@ -611,8 +657,9 @@ def drop_group_ablation(
     if base_run is None:
         prof = resolve_profile(profile, seed=seed, **overrides)
         base = out_dir / "full" / "run"
-        res = train(stack_path, labels_path, base, model=model, profile=prof, resume=True, device=device,
-                    progress=progress)
+        res = train(
+            stack_path, labels_path, base, model=model, profile=prof, resume=True, device=device, progress=progress
+        )
         if not res.finished:
             raise ImportanceError(f"{base}: the full model's training did not finish.")
     else:
@@ -650,8 +697,9 @@ def drop_group_ablation(
                 continue
         reduced = write_reduced_stack(stack_path, _reduced_path(gdir), [group], progress=progress)
         run_dir = gdir / "run"
-        res = train(reduced, labels_path, run_dir, model=model, profile=prof, resume=True, device=device,
-                    progress=progress)
+        res = train(
+            reduced, labels_path, run_dir, model=model, profile=prof, resume=True, device=device, progress=progress
+        )
         if not res.finished:
             raise ImportanceError(f"{run_dir}: training without {group!r} did not finish.")
         keep = select_layers(table, drop=[group])
@@ -677,8 +725,22 @@ def drop_group_ablation(
             tmp.write_text(json.dumps(row, indent=1, default=float))
         logger.info("without %s: %s = %.4f (full %.4f)", group, metric, score, full_score)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["group", "dropped_layers", "layers_left", "metric", "full_score", "score",
-                                     "drop", "same_split", "epochs_run", "run_dir"])
-    df.attrs.update(full_score=full_score, metric=metric, base_run=str(base), model=model,
-                    full_checkpoint=full_meta["checkpoint"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "group",
+            "dropped_layers",
+            "layers_left",
+            "metric",
+            "full_score",
+            "score",
+            "drop",
+            "same_split",
+            "epochs_run",
+            "run_dir",
+        ],
+    )
+    df.attrs.update(
+        full_score=full_score, metric=metric, base_run=str(base), model=model, full_checkpoint=full_meta["checkpoint"]
+    )
     return df

@@ -189,10 +189,18 @@ def predict_raster(
                         dst_labels.write(labels, 1, window=out_win)
                         if tmp_probs is not None:
                             if dst_probs is None:
-                                dst_probs = rasterio.open(tmp_probs, "w", count=n_classes, dtype="float32",
-                                                          nodata=float("nan"), predictor=3, **profile)
-                                names_out = CLASSES if n_classes == len(CLASSES) else [f"class_{i}" for i in
-                                                                                       range(n_classes)]
+                                dst_probs = rasterio.open(
+                                    tmp_probs,
+                                    "w",
+                                    count=n_classes,
+                                    dtype="float32",
+                                    nodata=float("nan"),
+                                    predictor=3,
+                                    **profile,
+                                )
+                                names_out = (
+                                    CLASSES if n_classes == len(CLASSES) else [f"class_{i}" for i in range(n_classes)]
+                                )
                                 for i, nm in enumerate(names_out, start=1):
                                     dst_probs.set_band_description(i, f"p_{nm}")
                             p = p.astype(np.float32)

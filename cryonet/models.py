@@ -54,10 +54,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-import cryonet._torch_compat  # noqa: F401  (before smp: makes torchvision importable next to CPU torch)
 import segmentation_models_pytorch as smp
 import torch
 
+import cryonet._torch_compat  # noqa: F401  (before smp: makes torchvision importable next to CPU torch)
 from cryonet.constants import CLASSES
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class FullResolutionHead(torch.nn.Module):
         return self.net.encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, classes, rows, cols)``: the wrapped model's, plus the head's full-resolution correction."""
         logits = self.net(x)
         return logits + self.refine(torch.cat([x, logits], dim=1))
 
@@ -287,17 +288,16 @@ def create(
     cls, fixed = _ARCHITECTURES[key]
     build_channels = 3 if weights is not None else int(in_channels)
     try:
-        model = cls(
-            encoder_name=enc, encoder_weights=None, in_channels=build_channels, classes=int(classes), **fixed
-        )
+        model = cls(encoder_name=enc, encoder_weights=None, in_channels=build_channels, classes=int(classes), **fixed)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"cannot build model {key!r} with encoder {enc!r}: {exc}") from exc
     if weights is not None:
         _init_encoder_from(model, Path(weights), enc, int(in_channels))
     if full_res_head:
         model = FullResolutionHead(model, int(in_channels), int(classes))
-    logger.debug("built %s (%s, %d -> %d channels, full-resolution head %s)", key, enc, in_channels, classes,
-                 full_res_head)
+    logger.debug(
+        "built %s (%s, %d -> %d channels, full-resolution head %s)", key, enc, in_channels, classes, full_res_head
+    )
     return model
 
 

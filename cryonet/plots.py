@@ -42,14 +42,24 @@ def _display_grid(scene: Scene, max_size: int) -> tuple[rasterio.crs.CRS, Affine
         return src.crs, transform, shape
 
 
-def _read_on(path: str, crs: rasterio.crs.CRS, transform: Affine, shape: tuple[int, int],
-             resampling: rasterio.warp.Resampling = rasterio.warp.Resampling.average) -> np.ndarray:
+def _read_on(
+    path: str,
+    crs: rasterio.crs.CRS,
+    transform: Affine,
+    shape: tuple[int, int],
+    resampling: rasterio.warp.Resampling = rasterio.warp.Resampling.average,
+) -> np.ndarray:
     """Band 1 of ``path`` resampled onto the display grid, float32 with NaN for nodata."""
     out = np.full(shape, np.nan, dtype=np.float32)
     with rasterio.open(path) as src:
         rasterio.warp.reproject(
-            rasterio.band(src, 1), out, src_nodata=src.nodata, dst_transform=transform, dst_crs=crs,
-            dst_nodata=np.nan, resampling=resampling,
+            rasterio.band(src, 1),
+            out,
+            src_nodata=src.nodata,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=np.nan,
+            resampling=resampling,
         )
     return out
 
@@ -95,8 +105,9 @@ def rasterise_labels(path: str, crs: rasterio.crs.CRS, transform: Affine, shape:
         if gdf.empty:
             continue
         geoms = gdf.to_crs(crs).geometry
-        rasterio.features.rasterize(((g, CLASS_IDS[cls]) for g in geoms if g is not None and not g.is_empty),
-                                    out=labels, transform=transform)
+        rasterio.features.rasterize(
+            ((g, CLASS_IDS[cls]) for g in geoms if g is not None and not g.is_empty), out=labels, transform=transform
+        )
     return labels
 
 
@@ -115,8 +126,11 @@ def plot_scene(scene: Scene, *, max_size: int = 800) -> Figure:
     rgb = np.dstack([_reflectance(str(scene.s2[b]), shape) for b in ("B4", "B3", "B2")])
     dem = _read_on(str(scene.dem), crs, transform, shape, rasterio.warp.Resampling.bilinear)
     coh = _read_on(str(scene.coherence), crs, transform, shape, rasterio.warp.Resampling.bilinear)
-    labels = (rasterise_labels(str(scene.labels), crs, transform, shape) if scene.labels is not None
-              else np.full(shape, LABEL_NODATA, dtype=np.uint8))
+    labels = (
+        rasterise_labels(str(scene.labels), crs, transform, shape)
+        if scene.labels is not None
+        else np.full(shape, LABEL_NODATA, dtype=np.uint8)
+    )
 
     left, top = transform.c, transform.f
     extent_km = (0.0, shape[1] * res_m / 1000, 0.0, shape[0] * res_m / 1000)
@@ -131,10 +145,20 @@ def plot_scene(scene: Scene, *, max_size: int = 800) -> Figure:
     fig.colorbar(im, cax=ax[2].inset_axes((1.02, 0.0, 0.04, 1.0)), label="coherence")
     ax[2].set_title("InSAR coherence (12 days)")
     cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
-    ax[3].imshow(np.where(labels == LABEL_NODATA, 0, labels), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5,
-                 interpolation="nearest", extent=extent_km)
-    ax[3].legend(handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
-                 loc="lower right", fontsize=8, framealpha=0.8)
+    ax[3].imshow(
+        np.where(labels == LABEL_NODATA, 0, labels),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(CLASSES) - 0.5,
+        interpolation="nearest",
+        extent=extent_km,
+    )
+    ax[3].legend(
+        handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
+        loc="lower right",
+        fontsize=8,
+        framealpha=0.8,
+    )
     ax[3].set_title("Reference labels")
     for a in ax:
         a.set_xlabel("km")
@@ -162,8 +186,9 @@ def class_shares(labels: np.ndarray) -> pd.DataFrame:
     glacier = sum(counts[CLASS_IDS[c]] for c in glacier_classes)
     df = pd.DataFrame({"class": list(CLASSES), "pixels": counts.astype(np.int64)})
     df["share_of_scene"] = df["pixels"] / total if total else np.nan
-    df["share_of_glacier"] = [n / glacier if c in glacier_classes and glacier else np.nan
-                              for c, n in zip(CLASSES, counts, strict=True)]
+    df["share_of_glacier"] = [
+        n / glacier if c in glacier_classes and glacier else np.nan for c, n in zip(CLASSES, counts, strict=True)
+    ]
     return df
 
 
@@ -171,8 +196,9 @@ def class_shares(labels: np.ndarray) -> pd.DataFrame:
 SPLIT_COLOURS: dict[str, str] = {"train": "#1b9e77", "val": "#d95f02", "test": "#7570b3"}
 
 
-def plot_split(split: object, background: str | np.ndarray | None = None, *, max_size: int = 800,
-               ax: plt.Axes | None = None) -> Figure:
+def plot_split(
+    split: object, background: str | np.ndarray | None = None, *, max_size: int = 800, ax: plt.Axes | None = None
+) -> Figure:
     """Map of a spatially blocked split: tile outlines coloured by split over a background, in the stack's CRS.
 
     Args:
@@ -211,8 +237,9 @@ def plot_split(split: object, background: str | np.ndarray | None = None, *, max
                     img[img == src.nodata] = np.nan
         if is_labels:
             cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
-            ax.imshow(img, extent=extent, cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, interpolation="nearest",
-                      alpha=0.8)
+            ax.imshow(
+                img, extent=extent, cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5, interpolation="nearest", alpha=0.8
+            )
         else:
             lo, hi = np.nanpercentile(img, [2, 98]) if np.isfinite(img).any() else (0, 1)
             ax.imshow(img, extent=extent, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
@@ -221,8 +248,9 @@ def plot_split(split: object, background: str | np.ndarray | None = None, *, max
     for name in ("train", "val", "test"):
         part = gdf[gdf["split"] == name]
         if len(part):
-            part.geometry.scale(1e-3, 1e-3, origin=(0, 0)).boundary.plot(ax=ax, color=SPLIT_COLOURS[name],
-                                                                         linewidth=1.0)
+            part.geometry.scale(1e-3, 1e-3, origin=(0, 0)).boundary.plot(
+                ax=ax, color=SPLIT_COLOURS[name], linewidth=1.0
+            )
         handles.append(Patch(facecolor="none", edgecolor=SPLIT_COLOURS[name], label=f"{name} ({len(part)} tiles)"))
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
@@ -230,9 +258,7 @@ def plot_split(split: object, background: str | np.ndarray | None = None, *, max
     ax.set_ylabel("northing, km")
     ax.legend(handles=handles, loc="upper right", fontsize=8)
     p = sp.params
-    ax.set_title(
-        f"Spatially blocked split: {p.get('block_size_m', 0):g} m blocks, {p.get('buffer_m', 0):g} m buffer"
-    )
+    ax.set_title(f"Spatially blocked split: {p.get('block_size_m', 0):g} m blocks, {p.get('buffer_m', 0):g} m buffer")
     return fig
 
 
@@ -315,8 +341,9 @@ def plot_layers(
     n = len(layers)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols * 1.15, panel_size * nrows),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols * 1.15, panel_size * nrows), constrained_layout=True, squeeze=False
+    )
     sources = {title: (src if isinstance(src, tuple) else (src, 1)) for title, src in layers.items()}
     by_path: dict[str, list[object]] = {}
     for path, band in sources.values():
@@ -327,10 +354,20 @@ def plot_layers(
         img, is_labels = images[band], label_flags[band]
         if is_labels:
             cmap = ListedColormap([CLASS_COLOURS[c] for c in CLASSES])
-            ax.imshow(np.where(np.isnan(img), 0, img), cmap=cmap, vmin=-0.5, vmax=len(CLASSES) - 0.5,
-                      interpolation="nearest", extent=extent)
-            ax.legend(handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
-                      loc="lower right", fontsize=6, framealpha=0.8)
+            ax.imshow(
+                np.where(np.isnan(img), 0, img),
+                cmap=cmap,
+                vmin=-0.5,
+                vmax=len(CLASSES) - 0.5,
+                interpolation="nearest",
+                extent=extent,
+            )
+            ax.legend(
+                handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
+                loc="lower right",
+                fontsize=6,
+                framealpha=0.8,
+            )
         else:
             key = title.split()[-1].lower()
             cmap = cmaps.get(title, LAYER_CMAPS.get(key, "viridis"))
@@ -339,8 +376,9 @@ def plot_layers(
                 lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             else:
                 lo, hi = np.nanpercentile(img, [2, 98]) if np.isfinite(img).any() else (0.0, 1.0)
-            im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1e-6, interpolation="nearest",
-                           extent=extent)
+            im = ax.imshow(
+                img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1e-6, interpolation="nearest", extent=extent
+            )
             fig.colorbar(im, ax=ax, shrink=0.8, label=units.get(title, ""))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("km")
@@ -378,7 +416,9 @@ def plot_class_distributions(
     colours = {**CLASS_COLOURS, "rock": "#7f7f7f"}
     missing = [c for c in layers if c not in samples.columns]
     if missing:
-        raise ValueError(f"plot_class_distributions: layers {missing} not in the sample; it has {list(samples.columns)}")
+        raise ValueError(
+            f"plot_class_distributions: layers {missing} not in the sample; it has {list(samples.columns)}"
+        )
     n = len(layers)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
@@ -395,8 +435,15 @@ def plot_class_distributions(
         for c, m in masks.items():
             v = values[m & np.isfinite(values)]
             if v.size:
-                ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.4, color=colours.get(c, "k"),
-                        label=f"{c.replace('_', ' ')} ({v.size})")
+                ax.hist(
+                    v,
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.4,
+                    color=colours.get(c, "k"),
+                    label=f"{c.replace('_', ' ')} ({v.size})",
+                )
         ax.set_title(layer, fontsize=10)
         ax.set_yticks([])
         ax.legend(fontsize=6, loc="upper right")
@@ -440,8 +487,10 @@ def plot_importance(
     elif "group" in df.columns and value in df.columns:
         summ = importance_summary(df.rename(columns={value: "drop"})[["group", "drop"]], level=level)
     else:
-        raise ValueError(f"plot_importance: expected columns 'group' and {value!r}, or a summary with mean_drop, "
-                         f"low, high; got {list(df.columns)}")
+        raise ValueError(
+            f"plot_importance: expected columns 'group' and {value!r}, or a summary with mean_drop, "
+            f"low, high; got {list(df.columns)}"
+        )
     summ = summ.sort_values("mean_drop")
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.0, 0.45 * len(summ) + 1.2), constrained_layout=True)
@@ -452,8 +501,15 @@ def plot_importance(
     has_err = np.isfinite(err).all(axis=0)
     ax.barh(y, summ["mean_drop"], color="#4c72b0", height=0.6)
     if has_err.any():
-        ax.errorbar(summ["mean_drop"].to_numpy()[has_err], y[has_err], xerr=err[:, has_err], fmt="none",
-                    ecolor="black", capsize=3, linewidth=1)
+        ax.errorbar(
+            summ["mean_drop"].to_numpy()[has_err],
+            y[has_err],
+            xerr=err[:, has_err],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            linewidth=1,
+        )
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_yticks(y)
     ax.set_yticklabels([str(g) for g in summ.index])
@@ -607,8 +663,9 @@ def _region_arrays(
     return out, shapes.pop()
 
 
-def _region_extent(split: object | None, window: rasterio.windows.Window | None,
-                   shape: tuple[int, int]) -> tuple[tuple[float, float, float, float], Affine | None]:
+def _region_extent(
+    split: object | None, window: rasterio.windows.Window | None, shape: tuple[int, int]
+) -> tuple[tuple[float, float, float, float], Affine | None]:
     """Extent in km (map coordinates) of the window when a split gives the transform, else in pixels."""
     if split is None:
         return (0.0, float(shape[1]), float(shape[0]), 0.0), None
@@ -695,10 +752,20 @@ def plot_prediction(
         _draw_tiles(ax, split, split_name)
         ax.set_xlabel("easting, km" if split is not None else "column")
         ax.set_ylabel("northing, km" if split is not None else "row")
-    axes[1].legend(handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
-                   loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8)
-    axes[2].legend(handles=[Patch(color=col, label=lab) for lab, col in ERROR_CLASSES.values()],
-                   loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=7)
+    axes[1].legend(
+        handles=[Patch(color=CLASS_COLOURS[c], label=c.replace("_", " ")) for c in CLASSES],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=4,
+        fontsize=8,
+    )
+    axes[2].legend(
+        handles=[Patch(color=col, label=lab) for lab, col in ERROR_CLASSES.values()],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12),
+        ncol=2,
+        fontsize=7,
+    )
     if title:
         fig.suptitle(title)
     return fig
@@ -736,8 +803,9 @@ def plot_error_maps(
     n = len(arrays) + 1
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(_panel_width(shape) * ncols, 4.9 * nrows + 0.6),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(_panel_width(shape) * ncols, 4.9 * nrows + 0.6), constrained_layout=True, squeeze=False
+    )
     flat = axes.ravel()
     _show_classes(flat[0], ref, extent)
     flat[0].set_title("reference labels")
@@ -782,8 +850,9 @@ def plot_class_scores(
     """
     if not results:
         raise ValueError("plot_class_scores: no results given")
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(classes) * max(1, len(results)) / 2), 3.8),
-                           constrained_layout=True)
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 1.6 * len(classes) * max(1, len(results)) / 2), 3.8), constrained_layout=True
+    )
     width = 0.8 / len(results)
     x = np.arange(len(classes))
     for i, (label, table) in enumerate(results.items()):
@@ -795,13 +864,23 @@ def plot_class_scores(
         err = np.vstack([v - t[f"{score}_low"].to_numpy(dtype=float), t[f"{score}_high"].to_numpy(dtype=float) - v])
         ax.bar(x + (i - (len(results) - 1) / 2) * width, np.nan_to_num(v), width, label=label)
         ok = np.isfinite(err).all(axis=0)
-        ax.errorbar((x + (i - (len(results) - 1) / 2) * width)[ok], v[ok], yerr=err[:, ok], fmt="none",
-                    ecolor="black", capsize=2, linewidth=0.8)
+        ax.errorbar(
+            (x + (i - (len(results) - 1) / 2) * width)[ok],
+            v[ok],
+            yerr=err[:, ok],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+            linewidth=0.8,
+        )
     ax.set_xticks(x)
     ax.set_xticklabels([c.replace("_", " ") for c in classes])
     ax.set_ylim(0, 1)
-    ax.set_ylabel(f"{score} (95 % bootstrap interval over test tiles)" if score != "iou" else
-                  "IoU (95 % bootstrap interval over test tiles)")
+    ax.set_ylabel(
+        f"{score} (95 % bootstrap interval over test tiles)"
+        if score != "iou"
+        else "IoU (95 % bootstrap interval over test tiles)"
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(len(results), 5), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     if title:
@@ -899,9 +978,21 @@ def plot_fewshot(
     for ax in fig.axes:
         if not ax.get_visible() or not ax.images:
             continue
-        ax.add_patch(Rectangle((block.col_off, block.row_off), block.width, block.height, fill=False,
-                               edgecolor="black", linewidth=1.5))
+        ax.add_patch(
+            Rectangle(
+                (block.col_off, block.row_off), block.width, block.height, fill=False, edgecolor="black", linewidth=1.5
+            )
+        )
         if exclusion is not None:
-            ax.add_patch(Rectangle((exclusion.col_off, exclusion.row_off), exclusion.width, exclusion.height,
-                                   fill=False, edgecolor="black", linewidth=1.0, linestyle="--"))
+            ax.add_patch(
+                Rectangle(
+                    (exclusion.col_off, exclusion.row_off),
+                    exclusion.width,
+                    exclusion.height,
+                    fill=False,
+                    edgecolor="black",
+                    linewidth=1.0,
+                    linestyle="--",
+                )
+            )
     return fig

@@ -28,8 +28,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 from tqdm import tqdm
 
 from cryonet.constants import (
@@ -260,7 +260,9 @@ def write_raster(
                 from rasterio.shutil import copy as rio_copy
 
                 overview = "nearest" if np.issubdtype(out_dtype, np.integer) else "average"
-                rio_copy(target, tmp, driver="COG", compress=compress, blocksize=blocksize, overview_resampling=overview)
+                rio_copy(
+                    target, tmp, driver="COG", compress=compress, blocksize=blocksize, overview_resampling=overview
+                )
         finally:
             if cog:
                 Path(target).unlink(missing_ok=True)
@@ -320,8 +322,16 @@ def write_band_subset_vrt(
         meta = dict(src.tags() if tags is None else tags)
         width, height, crs, transform = src.width, src.height, src.crs, src.transform
         infos = [(src.dtypes[int(b) - 1], src.block_shapes[int(b) - 1], src.nodatavals[int(b) - 1]) for b in bands]
-    gdal_types = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-                  "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+    gdal_types = {
+        "uint8": "Byte",
+        "int8": "Int8",
+        "uint16": "UInt16",
+        "int16": "Int16",
+        "uint32": "UInt32",
+        "int32": "Int32",
+        "float32": "Float32",
+        "float64": "Float64",
+    }
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     if crs is not None:
         ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = crs.to_wkt()
@@ -334,8 +344,9 @@ def write_band_subset_vrt(
     for i, (b, desc, (dtype, (by, bx), nodata)) in enumerate(zip(bands, descs, infos, strict=True), start=1):
         if dtype not in gdal_types:
             raise RasterError(f"{src_path}: band {b} has data type {dtype}, which this VRT writer does not handle")
-        band = ET.SubElement(root, "VRTRasterBand", dataType=gdal_types[dtype], band=str(i),
-                             blockXSize=str(bx), blockYSize=str(by))
+        band = ET.SubElement(
+            root, "VRTRasterBand", dataType=gdal_types[dtype], band=str(i), blockXSize=str(bx), blockYSize=str(by)
+        )
         if desc:
             ET.SubElement(band, "Description").text = str(desc)
         if nodata is not None:
@@ -343,8 +354,15 @@ def write_band_subset_vrt(
         source = ET.SubElement(band, "SimpleSource")
         ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = rel
         ET.SubElement(source, "SourceBand").text = str(int(b))
-        ET.SubElement(source, "SourceProperties", RasterXSize=str(width), RasterYSize=str(height),
-                      DataType=gdal_types[dtype], BlockXSize=str(bx), BlockYSize=str(by))
+        ET.SubElement(
+            source,
+            "SourceProperties",
+            RasterXSize=str(width),
+            RasterYSize=str(height),
+            DataType=gdal_types[dtype],
+            BlockXSize=str(bx),
+            BlockYSize=str(by),
+        )
         ET.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height))
         ET.SubElement(source, "DstRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height))
     ET.indent(root)
@@ -387,9 +405,7 @@ def _valid(src: rasterio.io.DatasetReaderBase, data: np.ndarray, idx: list[int],
     return valid
 
 
-def _read(
-    src: rasterio.io.DatasetReaderBase, idx: list[int], window: Window | None, masked_nan: bool
-) -> np.ndarray:
+def _read(src: rasterio.io.DatasetReaderBase, idx: list[int], window: Window | None, masked_nan: bool) -> np.ndarray:
     data = src.read(idx, window=window)
     valid = _valid(src, data, idx, window) if masked_nan else None
     out = data.astype(np.float32, copy=True)
@@ -565,9 +581,7 @@ def read_window(
 _KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "b": "boolean", "c": "complex"}
 
 
-def check_raster(
-    path: str | os.PathLike[str], *, count: int | None = None, dtype_kind: str | None = None
-) -> Grid:
+def check_raster(path: str | os.PathLike[str], *, count: int | None = None, dtype_kind: str | None = None) -> Grid:
     """Check that a file is a complete, georeferenced raster of the expected shape, and return its grid.
 
     Pixel data are actually read (the first and the last block of every band), because a GeoTIFF cut short
@@ -957,9 +971,7 @@ def rasterize_polygons(
             raise ValueError(f"the {name!r} polygons have no CRS; read them with cryonet.vector.read_polygons")
         geoms = [g for g in gdf.to_crs(grid.crs).geometry if g is not None and not g.is_empty]
         if geoms:
-            rasterize(
-                ((g, CLASS_IDS[name]) for g in geoms), out=out, transform=grid.transform, all_touched=all_touched
-            )
+            rasterize(((g, CLASS_IDS[name]) for g in geoms), out=out, transform=grid.transform, all_touched=all_touched)
     return out
 
 

@@ -347,8 +347,13 @@ def load_model(
 
     path = checkpoint_path(run_or_ckpt)
     ckpt = load_checkpoint(path, map_location="cpu")
-    model = models.create(ckpt["model"], in_channels=len(ckpt["layers"]), classes=len(CLASSES),
-                          encoder=ckpt["encoder"], full_res_head=_full_res_head(ckpt.get("profile")))
+    model = models.create(
+        ckpt["model"],
+        in_channels=len(ckpt["layers"]),
+        classes=len(CLASSES),
+        encoder=ckpt["encoder"],
+        full_res_head=_full_res_head(ckpt.get("profile")),
+    )
     model.load_state_dict(ckpt["model_state"])
     model.to(device).eval()
     norm = Normalizer.from_dict(ckpt["normalizer"])
@@ -458,13 +463,16 @@ def _summary(cm: np.ndarray) -> dict[str, Any]:
 def _make_scheduler(
     name: str, opt: torch.optim.Optimizer, lr: float, total: int, warmup: float
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: ``onecycle`` (torch OneCycleLR, cosine), ``cosine`` (linear warm-up, cosine decay to 0),
-    ``none`` (constant)."""
+    """The per-step learning-rate schedule.
+
+    ``onecycle`` (torch OneCycleLR, cosine), ``cosine`` (linear warm-up, cosine decay to 0), ``none`` (constant).
+    """
     if name == "onecycle":
         # each parameter group peaks at its own rate (the head's group at lr x head_lr_scale, see _param_groups)
         peaks = [lr * float(g.get("lr_scale", 1.0)) for g in opt.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=total, pct_start=warmup,
-                                                   anneal_strategy="cos")
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=peaks, total_steps=total, pct_start=warmup, anneal_strategy="cos"
+        )
     if name == "cosine":
         n_warm = max(1, int(round(warmup * total)))
 
@@ -480,9 +488,12 @@ def _make_scheduler(
 
 
 def _param_groups(net: torch.nn.Module, lr: float, head_lr_scale: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: one for the model, and one at ``lr * head_lr_scale`` for the parameters of a
+    """AdamW parameter groups.
+
+    One for the model, and one at ``lr * head_lr_scale`` for the parameters of a
     :class:`cryonet.models.FullResolutionHead`'s refinement block (a single group when there is no head or the scale
-    is 1, so that runs saved before the scale existed resume with the same optimiser state layout)."""
+    is 1, so that runs saved before the scale existed resume with the same optimiser state layout).
+    """
     from cryonet.models import FullResolutionHead
 
     if not isinstance(net, FullResolutionHead) or float(head_lr_scale) == 1.0:
@@ -490,14 +501,19 @@ def _param_groups(net: torch.nn.Module, lr: float, head_lr_scale: float) -> list
     head = {id(p) for p in net.refine.parameters()}
     return [
         {"params": [p for p in net.parameters() if id(p) not in head], "lr": lr, "lr_scale": 1.0},
-        {"params": list(net.refine.parameters()), "lr": lr * float(head_lr_scale),
-         "lr_scale": float(head_lr_scale)},
+        {"params": list(net.refine.parameters()), "lr": lr * float(head_lr_scale), "lr_scale": float(head_lr_scale)},
     ]
 
 
 def _prepare_data(
-    stack_path: Path, labels_path: Path, prof: Any, d: _Dist, resume_split: Path | None,
-    stored_norm: dict[str, Any] | None, progress: bool, given_split: Split | None = None,
+    stack_path: Path,
+    labels_path: Path,
+    prof: Any,
+    d: _Dist,
+    resume_split: Path | None,
+    stored_norm: dict[str, Any] | None,
+    progress: bool,
+    given_split: Split | None = None,
 ) -> tuple[Split, Normalizer, list[str]]:
     layers = layer_names(stack_path)
     tile = int(prof.tile_size)
@@ -507,26 +523,42 @@ def _prepare_data(
         split = given_split  # used as given: no tile cap, no new blocks
         sizes = {t.size for s in split.tiles.values() for t in s}
         if sizes - {tile}:
-            raise ValueError(f"the given split has tiles of {sorted(sizes)} px but the profile's tile_size is {tile}; "
-                             "make the split with the profile's tile size.")
+            raise ValueError(
+                f"the given split has tiles of {sorted(sizes)} px but the profile's tile_size is {tile}; "
+                "make the split with the profile's tile size."
+            )
         if tuple(split.shape) != Grid.from_file(stack_path).shape:
-            raise ValueError(f"the given split was made on a {tuple(split.shape)} raster, but {stack_path} has "
-                             f"shape {Grid.from_file(stack_path).shape}; make the split on this stack.")
+            raise ValueError(
+                f"the given split was made on a {tuple(split.shape)} raster, but {stack_path} has "
+                f"shape {Grid.from_file(stack_path).shape}; make the split on this stack."
+            )
     else:
         stride = int(prof.tile_stride)
         grid = Grid.from_file(stack_path)
-        tiles = scan_tiles(stack_path, labels_path, tile, stride,
-                           max_nodata_fraction=float(_setting(prof, "max_nodata_fraction")),
-                           progress=progress and d.main)
+        tiles = scan_tiles(
+            stack_path,
+            labels_path,
+            tile,
+            stride,
+            max_nodata_fraction=float(_setting(prof, "max_nodata_fraction")),
+            progress=progress and d.main,
+        )
         sc = prof.split
         val_f, test_f = float(sc.val_fraction), float(sc.test_fraction)
         split = make_split(
-            tiles, grid, block_size_m=float(sc.block_size_m), buffer_m=float(sc.buffer_m),
+            tiles,
+            grid,
+            block_size_m=float(sc.block_size_m),
+            buffer_m=float(sc.buffer_m),
             fractions={"train": 1.0 - val_f - test_f, "val": val_f, "test": test_f},
             seed=int(prof.seed),
-            extra_params={"tile_size": tile, "stride": int(stride),
-                          "max_nodata_fraction": float(_setting(prof, "max_nodata_fraction")),
-                          "stack": stack_path.name, "labels": labels_path.name},
+            extra_params={
+                "tile_size": tile,
+                "stride": int(stride),
+                "max_nodata_fraction": float(_setting(prof, "max_nodata_fraction")),
+                "stack": stack_path.name,
+                "labels": labels_path.name,
+            },
         )
         cap = prof.max_train_tiles
         if cap is not None and len(split.tiles["train"]) > cap:
@@ -546,8 +578,9 @@ def _prepare_data(
         norm = Normalizer.from_dict(stored_norm)
         norm.check_layers(layers, str(stack_path))
     else:
-        norm = Normalizer.fit(stack_path, split.windows("train"), layers=layers, seed=int(prof.seed),
-                              progress=progress and d.main)
+        norm = Normalizer.fit(
+            stack_path, split.windows("train"), layers=layers, seed=int(prof.seed), progress=progress and d.main
+        )
     return split, norm, layers
 
 
@@ -581,8 +614,9 @@ def _load_init_weights(
     found = (src["model"], src["encoder"], _full_res_head(src.get("profile")), list(src["layers"]))
     wanted = (model, encoder, bool(full_res_head), list(layers))
     if found != wanted:
-        diffs = [f"{w}: checkpoint {a!r}, this run {b!r}" for w, a, b in zip(what, found, wanted, strict=True)
-                 if a != b]
+        diffs = [
+            f"{w}: checkpoint {a!r}, this run {b!r}" for w, a, b in zip(what, found, wanted, strict=True) if a != b
+        ]
         raise ValueError(
             f"{path}: cannot initialise from this checkpoint; the architecture or the input layers differ "
             f"({'; '.join(diffs)}). Fine-tune with the source run's model and encoder on a stack built with the "
@@ -655,8 +689,11 @@ def train(
     det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     d, own_group = _init_distributed(device)
     try:
-        dev = torch.device("cuda", d.local_rank) if d.enabled and torch.cuda.is_available() and device in (
-            "auto", "cuda") else resolve_device(device)
+        dev = (
+            torch.device("cuda", d.local_rank)
+            if d.enabled and torch.cuda.is_available() and device in ("auto", "cuda")
+            else resolve_device(device)
+        )
         ckpt: dict[str, Any] | None = None
         last = run_dir / "last.pt"
         if resume and last.is_file():
@@ -678,9 +715,14 @@ def train(
 
         given_norm = _given_normalizer(normalizer) if ckpt is None else None
         split, norm, layers = _prepare_data(
-            stack_path, labels_path, prof, d, run_dir / "split.json" if ckpt is not None else None,
+            stack_path,
+            labels_path,
+            prof,
+            d,
+            run_dir / "split.json" if ckpt is not None else None,
             ckpt["normalizer"] if ckpt is not None else (given_norm.to_dict() if given_norm is not None else None),
-            progress, given_split=_given_split(tile_split) if ckpt is None else None,
+            progress,
+            given_split=_given_split(tile_split) if ckpt is None else None,
         )
         if ckpt is not None:
             init_ref = ckpt.get("init_checkpoint")  # a resumed run keeps its own weights (last.pt)
@@ -692,14 +734,25 @@ def train(
                 split.save(run_dir / "split.json")
                 split.save_gpkg(run_dir / "split.gpkg")
                 norm.save(run_dir / "normalizer.json")
-            _write_json(run_dir / "run.json", {
-                "model": model, "encoder": encoder, "profile": _profile_dict(prof),
-                "stack": str(stack_path.resolve()), "labels": str(labels_path.resolve()), "layers": layers,
-                "split": "split.json", "split_sha256": _sha256(run_dir / "split.json"),
-                "split_summary": split.summary(), "device": str(dev), "world_size": d.world,
-                "torch": torch.__version__, "init_checkpoint": init_ref,
-                "normalizer_source": _normalizer_source(run_dir, ckpt is not None, given_norm is not None),
-            })
+            _write_json(
+                run_dir / "run.json",
+                {
+                    "model": model,
+                    "encoder": encoder,
+                    "profile": _profile_dict(prof),
+                    "stack": str(stack_path.resolve()),
+                    "labels": str(labels_path.resolve()),
+                    "layers": layers,
+                    "split": "split.json",
+                    "split_sha256": _sha256(run_dir / "split.json"),
+                    "split_summary": split.summary(),
+                    "device": str(dev),
+                    "world_size": d.world,
+                    "torch": torch.__version__,
+                    "init_checkpoint": init_ref,
+                    "normalizer_source": _normalizer_source(run_dir, ckpt is not None, given_norm is not None),
+                },
+            )
 
         weights = class_weights(split.class_counts("train"), power=float(_setting(prof, "class_weight_power")))
         augmenter = Augmenter(layers, mode=str(_setting(prof, "augment")))
@@ -711,28 +764,43 @@ def train(
         bs = int(prof.batch_size)
         workers = int(prof.num_workers)
         train_dl = torch.utils.data.DataLoader(
-            train_ds, batch_size=bs, sampler=sampler, num_workers=workers,
-            drop_last=len(sampler) >= bs, pin_memory=dev.type == "cuda", persistent_workers=False,
+            train_ds,
+            batch_size=bs,
+            sampler=sampler,
+            num_workers=workers,
+            drop_last=len(sampler) >= bs,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=False,
         )
         val_idx = list(range(d.rank, len(val_ds), d.world))
         val_dl = torch.utils.data.DataLoader(
             torch.utils.data.Subset(val_ds, val_idx), batch_size=bs, shuffle=False, num_workers=workers
         )
 
-        net = models.create(model, in_channels=len(layers), classes=len(CLASSES), encoder=encoder,
-                            full_res_head=bool(prof.full_res_head))
+        net = models.create(
+            model,
+            in_channels=len(layers),
+            classes=len(CLASSES),
+            encoder=encoder,
+            full_res_head=bool(prof.full_res_head),
+        )
         if ckpt is None and init_checkpoint is not None:
             init_state, init_path = _load_init_weights(
-                init_checkpoint, model, encoder, layers, bool(prof.full_res_head))
+                init_checkpoint, model, encoder, layers, bool(prof.full_res_head)
+            )
             net.load_state_dict(init_state)
             logger.info("initialised %s from %s", run_dir, init_path)
         net = net.to(dev)
-        opt = torch.optim.AdamW(_param_groups(net, float(prof.lr), float(prof.head_lr_scale)), lr=float(prof.lr),
-                                weight_decay=float(prof.weight_decay))
+        opt = torch.optim.AdamW(
+            _param_groups(net, float(prof.lr), float(prof.head_lr_scale)),
+            lr=float(prof.lr),
+            weight_decay=float(prof.weight_decay),
+        )
         epochs = int(prof.epochs)
         steps = max(1, len(train_dl))
-        sched = _make_scheduler(str(prof.scheduler), opt, float(prof.lr), epochs * steps,
-                                float(_setting(prof, "warmup_fraction")))
+        sched = _make_scheduler(
+            str(prof.scheduler), opt, float(prof.lr), epochs * steps, float(_setting(prof, "warmup_fraction"))
+        )
         use_amp = dev.type == "cuda" and bool(prof.amp)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         import segmentation_models_pytorch as smp
@@ -769,8 +837,15 @@ def train(
             )
         patience = prof.early_stopping_patience  # None: no early stopping
         n_cls = len(CLASSES)
-        logger.info("training %s (encoder %s) on %s: %d epochs, %d train / %d val tiles", model, encoder, dev,
-                    epochs, len(train_ds), len(val_ds))
+        logger.info(
+            "training %s (encoder %s) on %s: %d epochs, %d train / %d val tiles",
+            model,
+            encoder,
+            dev,
+            epochs,
+            len(train_ds),
+            len(val_ds),
+        )
 
         epoch = start_epoch
         while not finished and epoch < epochs:
@@ -778,8 +853,12 @@ def train(
             train_ds.set_epoch(epoch)
             ddp_net.train()
             loss_sum = torch.zeros(2, dtype=torch.float64, device=dev)  # (sum of batch losses, batches)
-            bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{epochs} [{model}/{encoder}]",
-                       disable=not (progress and d.main), leave=False)
+            bar = tqdm(
+                train_dl,
+                desc=f"epoch {epoch + 1}/{epochs} [{model}/{encoder}]",
+                disable=not (progress and d.main),
+                leave=False,
+            )
             for x, y in bar:
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
@@ -804,8 +883,7 @@ def train(
                     with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                         logits = net(x).float()
                     vl = ce(logits, y) + dice_w * dice(logits, y)
-                    vloss += torch.stack([vl.double() * len(x), torch.tensor(len(x), dtype=torch.float64,
-                                                                              device=dev)])
+                    vloss += torch.stack([vl.double() * len(x), torch.tensor(len(x), dtype=torch.float64, device=dev)])
                     cm += _confusion(logits.argmax(1), y, n_cls)
             _all_reduce(cm, d)
             _all_reduce(vloss, d)
@@ -814,9 +892,13 @@ def train(
             score = val["miou_glacier"]
             epoch += 1
             row: dict[str, Any] = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": float(vloss[0] / max(vloss[1].item(), 1)),
-                "lr": float(sched.get_last_lr()[0]), "seconds": round(time.perf_counter() - t0, 3),
-                "model": model, "encoder": encoder,
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": float(vloss[0] / max(vloss[1].item(), 1)),
+                "lr": float(sched.get_last_lr()[0]),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "model": model,
+                "encoder": encoder,
                 **{f"val_{k}": v for k, v in val.items()},
                 "val_confusion": cm_np.tolist(),
             }
@@ -863,19 +945,39 @@ def train(
                 _write_history(run_dir, history)
                 if callback is not None:
                     callback(epoch, row)
-            logger.info("epoch %d: train loss %.4f, val mIoU(glacier) %.4f%s", epoch, train_loss, score,
-                        " (best)" if improved else "")
+            logger.info(
+                "epoch %d: train loss %.4f, val mIoU(glacier) %.4f%s",
+                epoch,
+                train_loss,
+                score,
+                " (best)" if improved else "",
+            )
             if stop_after is not None and epoch >= stop_after and not finished:
                 break
         if d.main and not (run_dir / "best.pt").is_file() and last.is_file():
             save_checkpoint(run_dir / "best.pt", load_checkpoint(last))  # no epoch scored (NaN): keep the last
         best_row = next((r for r in history if r["epoch"] == best_epoch), history[-1] if history else {})
         return TrainResult(
-            run_dir=run_dir, model=model, encoder=encoder, best_score=best, best_epoch=best_epoch,
-            best_metrics=best_row, history=history, epochs_run=epoch, finished=finished,
+            run_dir=run_dir,
+            model=model,
+            encoder=encoder,
+            best_score=best,
+            best_epoch=best_epoch,
+            best_metrics=best_row,
+            history=history,
+            epochs_run=epoch,
+            finished=finished,
             stopped_early=stopped_early,
-            files={k: run_dir / v for k, v in {"last": "last.pt", "best": "best.pt", "history": "history.csv",
-                                               "split": "split.json", "normalizer": "normalizer.json"}.items()},
+            files={
+                k: run_dir / v
+                for k, v in {
+                    "last": "last.pt",
+                    "best": "best.pt",
+                    "history": "history.csv",
+                    "split": "split.json",
+                    "normalizer": "normalizer.json",
+                }.items()
+            },
         )
     finally:
         torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
@@ -891,8 +993,15 @@ def train(
 # --------------------------------------------------------------------------------------------------------------------
 #: Summary metrics that :func:`evaluate` gives bootstrap intervals for (the same as
 #: :func:`cryonet.baseline.evaluate_pixel_classifier`, so that the two results can stand side by side).
-CI_METRICS: tuple[str, ...] = ("miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier",
-                               "mean_precision_glacier", "mean_recall_glacier")
+CI_METRICS: tuple[str, ...] = (
+    "miou_glacier",
+    "miou_all",
+    "glacier_union_iou",
+    "pixel_accuracy",
+    "mean_f1_glacier",
+    "mean_precision_glacier",
+    "mean_recall_glacier",
+)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -974,8 +1083,9 @@ def evaluate(
     cms: list[np.ndarray] = []
     seconds = 0.0
     with torch.no_grad():
-        for x, y in tqdm(dl, desc=f"evaluate {split} [{meta['model']}/{meta['encoder']}]", disable=not progress,
-                         leave=False):
+        for x, y in tqdm(
+            dl, desc=f"evaluate {split} [{meta['model']}/{meta['encoder']}]", disable=not progress, leave=False
+        ):
             t0 = time.perf_counter()
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
                 pred = model(x.to(dev)).float().argmax(1).cpu().numpy()
@@ -990,8 +1100,9 @@ def evaluate(
     class_ci = metrics.class_intervals(cm_tiles, n_boot=n_boot, alpha=alpha, seed=seed)
     ci = {}
     for key in CI_METRICS:
-        est, lo, hi = metrics.bootstrap_ci(cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot,
-                                           alpha=alpha, seed=seed)
+        est, lo, hi = metrics.bootstrap_ci(
+            cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
+        )
         ci[key] = {"estimate": est, "low": lo, "high": hi}
     npy_path = run_dir / f"cm_tiles_{split}.npy"
     out: dict[str, Any] = {
@@ -1018,8 +1129,9 @@ def evaluate(
     path = run_dir / f"metrics_{split}.json"
     _save_npy(npy_path, cm_tiles)  # first: the JSON names it
     _write_json(path, _nan_to_none(out))
-    logger.info("%s %s: mIoU(glacier) %.4f [%s/%s]", run_dir, split, summ["miou_glacier"], meta["model"],
-                meta["encoder"])
+    logger.info(
+        "%s %s: mIoU(glacier) %.4f [%s/%s]", run_dir, split, summ["miou_glacier"], meta["model"], meta["encoder"]
+    )
     return {
         **out,
         "classes": table,

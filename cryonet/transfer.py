@@ -47,7 +47,6 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-import rasterio
 from rasterio.windows import Window
 
 from cryonet import metrics
@@ -91,8 +90,10 @@ def _run_dir(source_run: str | os.PathLike[str]) -> Path:
     path = Path(source_run)
     run = path if path.is_dir() else path.parent
     if not (run / "run.json").is_file():
-        raise TransferError(f"{source_run}: not a training run (no run.json in {run}). Train the source model first "
-                            "(`cryonet train` / cryonet.train.train).")
+        raise TransferError(
+            f"{source_run}: not a training run (no run.json in {run}). Train the source model first "
+            "(`cryonet train` / cryonet.train.train)."
+        )
     return run
 
 
@@ -151,11 +152,16 @@ def check_feature_settings(
     if pa.is_file():
         ja, jb = json.loads(pa.read_text()), json.loads(pb.read_text())
         keys = [k for k in ("components", "mean", "scale") if k in ja or k in jb]
-        same = all(np.allclose(np.asarray(ja.get(k), float), np.asarray(jb.get(k), float)) for k in keys
-                   if ja.get(k) is not None and jb.get(k) is not None)
+        same = all(
+            np.allclose(np.asarray(ja.get(k), float), np.asarray(jb.get(k), float))
+            for k in keys
+            if ja.get(k) is not None and jb.get(k) is not None
+        )
         if not same:
-            raise TransferError(f"{pb}: the target stack's PCA transform differs from the source's {pa}; the PCA "
-                                f"layers would mean something else in the two regions. {fix}")
+            raise TransferError(
+                f"{pb}: the target stack's PCA transform differs from the source's {pa}; the PCA "
+                f"layers would mean something else in the two regions. {fix}"
+            )
         out["pca"] = "same"
     else:
         out["pca"] = "absent"
@@ -185,8 +191,12 @@ def _texture_limits(stack: Path) -> tuple[float, float] | None:
 def _pixel_rect(window: Window | None) -> tuple[int, int, int, int] | None:
     if window is None:
         return None
-    return int(window.row_off), int(window.col_off), int(window.row_off + window.height), \
-        int(window.col_off + window.width)
+    return (
+        int(window.row_off),
+        int(window.col_off),
+        int(window.row_off + window.height),
+        int(window.col_off + window.width),
+    )
 
 
 def score_prediction(
@@ -231,8 +241,10 @@ def score_prediction(
 
     grid = check_pair(stack_path, labels_path)
     if Grid.from_file(prediction).shape != grid.shape:
-        raise DatasetError(f"{prediction}: prediction grid {Grid.from_file(prediction).shape} differs from the "
-                           f"labels {labels_path} {grid.shape}; predict the same stack.")
+        raise DatasetError(
+            f"{prediction}: prediction grid {Grid.from_file(prediction).shape} differs from the "
+            f"labels {labels_path} {grid.shape}; predict the same stack."
+        )
     rect = _pixel_rect(exclude)
     n_cls = len(CLASSES)
     cms: list[np.ndarray] = []
@@ -260,8 +272,9 @@ def score_prediction(
     cm = cm_tiles.sum(axis=0)
     ci = {}
     for key in CI_METRICS:
-        est, lo, hi = metrics.bootstrap_ci(cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot,
-                                           alpha=alpha, seed=seed)
+        est, lo, hi = metrics.bootstrap_ci(
+            cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
+        )
         ci[key] = {"estimate": est, "low": lo, "high": hi}
     return {
         "summary": metrics.summary(cm),
@@ -274,8 +287,9 @@ def score_prediction(
         "tiles": tiles,
         "n_tiles": len(tiles),
         "n_pixels": int(cm.sum()),
-        "exclude": None if rect is None else {"row_off": rect[0], "col_off": rect[1], "height": rect[2] - rect[0],
-                                               "width": rect[3] - rect[1]},
+        "exclude": None
+        if rect is None
+        else {"row_off": rect[0], "col_off": rect[1], "height": rect[2] - rect[0], "width": rect[3] - rect[1]},
         "tile_size": int(tile_size),
     }
 
@@ -346,15 +360,38 @@ def apply_source_model(
     tile = int(eval_tile or prof.get("tile_size", 128))
     del ckpt
     out.mkdir(parents=True, exist_ok=True)
-    pred = predict_checkpoint(ckpt_path, target_stack, out / "prediction.tif", device=device, cog=cog,
-                              progress=progress, batch_size=int(prof.get("batch_size", 8)))
-    res = score_prediction(pred.labels, target_stack, target_labels, tile_size=tile, n_boot=n_boot, alpha=alpha,
-                           seed=seed, progress=progress)
-    res.update({
-        "prediction": pred.labels, "seconds_predict": pred.seconds, "windows": pred.windows,
-        "checkpoint": str(ckpt_path), "source_run": str(run), "target_stack": str(target_stack),
-        "target_labels": str(target_labels), "normalizer": norm.to_dict(), "feature_check": feature_check,
-    })
+    pred = predict_checkpoint(
+        ckpt_path,
+        target_stack,
+        out / "prediction.tif",
+        device=device,
+        cog=cog,
+        progress=progress,
+        batch_size=int(prof.get("batch_size", 8)),
+    )
+    res = score_prediction(
+        pred.labels,
+        target_stack,
+        target_labels,
+        tile_size=tile,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        progress=progress,
+    )
+    res.update(
+        {
+            "prediction": pred.labels,
+            "seconds_predict": pred.seconds,
+            "windows": pred.windows,
+            "checkpoint": str(ckpt_path),
+            "source_run": str(run),
+            "target_stack": str(target_stack),
+            "target_labels": str(target_labels),
+            "normalizer": norm.to_dict(),
+            "feature_check": feature_check,
+        }
+    )
     res["file"] = _write_json(out / "metrics.json", {**_metrics_record(res), "normalizer": "source run's (unchanged)"})
     logger.info("transfer %s -> %s: mIoU(glacier) %.4f", run, target_stack, res["summary"]["miou_glacier"])
     return res
@@ -417,8 +454,9 @@ def sample_layers(
     return df
 
 
-def _shift_rows(src: pd.DataFrame, tgt: pd.DataFrame, layers: Sequence[str], groups: dict[str, str],
-                norm: Normalizer | None) -> list[dict[str, Any]]:
+def _shift_rows(
+    src: pd.DataFrame, tgt: pd.DataFrame, layers: Sequence[str], groups: dict[str, str], norm: Normalizer | None
+) -> list[dict[str, Any]]:
     from scipy.stats import ks_2samp, wasserstein_distance
 
     rows = []
@@ -428,8 +466,17 @@ def _shift_rows(src: pd.DataFrame, tgt: pd.DataFrame, layers: Sequence[str], gro
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         row: dict[str, Any] = {"layer": layer, "group": groups.get(layer, ""), "n_source": a.size, "n_target": b.size}
         if a.size < 2 or b.size < 2:
-            rows.append({**row, "mean_source": np.nan, "mean_target": np.nan, "smd": np.nan, "wasserstein": np.nan,
-                         "ks": np.nan, "outside_source_range": np.nan})
+            rows.append(
+                {
+                    **row,
+                    "mean_source": np.nan,
+                    "mean_target": np.nan,
+                    "smd": np.nan,
+                    "wasserstein": np.nan,
+                    "ks": np.nan,
+                    "outside_source_range": np.nan,
+                }
+            )
             continue
         if norm is not None:
             scale = float(norm.std[norm.layers.index(layer)])
@@ -437,15 +484,20 @@ def _shift_rows(src: pd.DataFrame, tgt: pd.DataFrame, layers: Sequence[str], gro
             scale = float(a.std())
         scale = max(scale, 1e-12)
         lo, hi = np.percentile(a, [0.5, 99.5])
-        rows.append({
-            **row,
-            "mean_source": float(a.mean()), "mean_target": float(b.mean()),
-            "sd_source": float(a.std()), "sd_target": float(b.std()), "scale": scale,
-            "smd": float((b.mean() - a.mean()) / scale),
-            "wasserstein": float(wasserstein_distance(a / scale, b / scale)),
-            "ks": float(ks_2samp(a, b).statistic),
-            "outside_source_range": float(((b < lo) | (b > hi)).mean()),
-        })
+        rows.append(
+            {
+                **row,
+                "mean_source": float(a.mean()),
+                "mean_target": float(b.mean()),
+                "sd_source": float(a.std()),
+                "sd_target": float(b.std()),
+                "scale": scale,
+                "smd": float((b.mean() - a.mean()) / scale),
+                "wasserstein": float(wasserstein_distance(a / scale, b / scale)),
+                "ks": float(ks_2samp(a, b).statistic),
+                "outside_source_range": float(((b < lo) | (b > hi)).mean()),
+            }
+        )
     return rows
 
 
@@ -485,6 +537,7 @@ def shift_diagnostics(
         ``n_source``, ``n_target``, ``mean_source``, ``mean_target``, ``sd_source``, ``sd_target``, ``scale``,
         ``smd``, ``wasserstein``, ``ks``, ``outside_source_range``; one row per (class, layer).
     """
+
     def as_sample(obj: Any, lab: Any, s: int) -> pd.DataFrame:
         if isinstance(obj, pd.DataFrame):
             return obj
@@ -495,8 +548,10 @@ def shift_diagnostics(
     layers = [c for c in src.columns if c != "class"]
     missing = [c for c in layers if c not in tgt.columns]
     if missing:
-        raise TransferError(f"the target sample lacks the source layers {missing}; build both stacks with the same "
-                            "layers (build_stack(..., like=SOURCE_STACK)).")
+        raise TransferError(
+            f"the target sample lacks the source layers {missing}; build both stacks with the same "
+            "layers (build_stack(..., like=SOURCE_STACK))."
+        )
     groups = dict(src.attrs.get("groups") or tgt.attrs.get("groups") or {})
     rows = [{"class": "all", **r} for r in _shift_rows(src, tgt, layers, groups, normalizer)]
     if "class" in src.columns and "class" in tgt.columns:
@@ -521,11 +576,17 @@ def shift_by_group(diagnostics: pd.DataFrame, *, cls: str = "all") -> pd.DataFra
     rows = []
     for group, sub in d.groupby("group", sort=False):
         w = sub.set_index("layer")["wasserstein"]
-        rows.append({
-            "group": group, "layers": len(sub), "mean_abs_smd": float(sub["smd"].abs().mean()),
-            "mean_wasserstein": float(w.mean()), "mean_ks": float(sub["ks"].mean()),
-            "max_wasserstein": float(w.max()), "most_shifted": str(w.idxmax()) if w.notna().any() else "",
-        })
+        rows.append(
+            {
+                "group": group,
+                "layers": len(sub),
+                "mean_abs_smd": float(sub["smd"].abs().mean()),
+                "mean_wasserstein": float(w.mean()),
+                "mean_ks": float(sub["ks"].mean()),
+                "max_wasserstein": float(w.max()),
+                "most_shifted": str(w.idxmax()) if w.notna().any() else "",
+            }
+        )
     return pd.DataFrame(rows).set_index("group").sort_values("mean_wasserstein", ascending=False)
 
 
@@ -558,9 +619,15 @@ class FewshotBlock:
         """JSON-ready dict."""
         win = {k: int(getattr(self.window, k)) for k in ("row_off", "col_off", "height", "width")}
         exc = {k: int(getattr(self.exclusion, k)) for k in ("row_off", "col_off", "height", "width")}
-        return {"n_tiles": len(self.tiles), "shape": list(self.shape), "window": win, "exclusion": exc,
-                "buffer_px": self.buffer_px, "block_classes": list(self.block_classes),
-                "rest_classes": list(self.rest_classes)}
+        return {
+            "n_tiles": len(self.tiles),
+            "shape": list(self.shape),
+            "window": win,
+            "exclusion": exc,
+            "buffer_px": self.buffer_px,
+            "block_classes": list(self.block_classes),
+            "rest_classes": list(self.rest_classes),
+        }
 
 
 def block_shape(n_tiles: int) -> tuple[int, int]:
@@ -656,9 +723,15 @@ def choose_fewshot_block(
     e1 = min(shape[0], r0 + int(win.height) + buffer_px)
     f1 = min(shape[1], c0 + int(win.width) + buffer_px)
     exclusion = Window(f0, e0, f1 - f0, e1 - e0)
-    return FewshotBlock(chosen, (rr, cc), win, exclusion, int(buffer_px),
-                        tuple(c for c, k in zip(CLASSES, in_block, strict=True) if k),
-                        tuple(c for c, k in zip(CLASSES, in_rest, strict=True) if k))
+    return FewshotBlock(
+        chosen,
+        (rr, cc),
+        win,
+        exclusion,
+        int(buffer_px),
+        tuple(c for c, k in zip(CLASSES, in_block, strict=True) if k),
+        tuple(c for c, k in zip(CLASSES, in_rest, strict=True) if k),
+    )
 
 
 def recovered_fraction(source: float, transferred: float, finetuned: float, *, min_drop: float = MIN_DROP) -> float:
@@ -679,8 +752,14 @@ def _finetune_profile(source_profile: dict[str, Any], *, epochs: int, seed: int,
     from cryonet.config import Profile
 
     src = Profile.from_dict(source_profile)
-    return src.replace(name=f"{src.name}-finetune", epochs=int(epochs), lr=float(src.lr) * float(lr_factor),
-                       early_stopping_patience=None, max_train_tiles=None, seed=int(seed))
+    return src.replace(
+        name=f"{src.name}-finetune",
+        epochs=int(epochs),
+        lr=float(src.lr) * float(lr_factor),
+        early_stopping_patience=None,
+        max_train_tiles=None,
+        seed=int(seed),
+    )
 
 
 def _reusable(out: Path, wanted_profile: dict[str, Any], init: Path, split: Split, inputs: Sequence[Path]) -> bool:
@@ -697,8 +776,12 @@ def _reusable(out: Path, wanted_profile: dict[str, Any], init: Path, split: Spli
         return False
     same_tiles = [t.to_dict() for t in stored.get("train")] == [t.to_dict() for t in split.get("train")]
     newest = max(p.stat().st_mtime for p in inputs)
-    return (ckpt.get("profile") == wanted_profile and ckpt.get("init_checkpoint") == str(init) and same_tiles
-            and last.stat().st_mtime >= newest)
+    return (
+        ckpt.get("profile") == wanted_profile
+        and ckpt.get("init_checkpoint") == str(init)
+        and same_tiles
+        and last.stat().st_mtime >= newest
+    )
 
 
 def fewshot_finetune(
@@ -772,8 +855,9 @@ def fewshot_finetune(
     if n_tiles is None:
         choices = [n for n in prof.fewshot_tiles if n > 0]
         if not choices:
-            raise ValueError(f"profile {prof.name!r} has no positive fewshot_tiles ({prof.fewshot_tiles}); "
-                             "pass n_tiles")
+            raise ValueError(
+                f"profile {prof.name!r} has no positive fewshot_tiles ({prof.fewshot_tiles}); pass n_tiles"
+            )
         n_tiles = max(choices)
     epochs = int(prof.finetune_epochs if epochs is None else epochs)
     if epochs < 1:
@@ -788,14 +872,26 @@ def fewshot_finetune(
     block = choose_fewshot_block(tiles, grid.shape, int(n_tiles), stride=stride, buffer_px=buffer_px)
     missing = [c for c in CLASSES if c not in block.block_classes]
     if missing:
-        logger.warning("fine-tuning block holds no %s pixels (no block of %d tiles holds every class)", missing,
-                       n_tiles)
+        logger.warning(
+            "fine-tuning block holds no %s pixels (no block of %d tiles holds every class)", missing, n_tiles
+        )
     split = Split(
         tiles={"train": list(block.tiles), "val": list(block.tiles), "test": []},
-        blocks={}, params={"kind": "fewshot block", "n_tiles": int(n_tiles), "tile_size": tile, "stride": stride,
-                           "buffer_px": buffer_px, "block": block.to_dict(), "stack": target_stack.name,
-                           "labels": target_labels.name, "seed": int(seed)},
-        crs_wkt=grid.crs.to_wkt(), transform=tuple(grid.transform)[:6], shape=grid.shape,
+        blocks={},
+        params={
+            "kind": "fewshot block",
+            "n_tiles": int(n_tiles),
+            "tile_size": tile,
+            "stride": stride,
+            "buffer_px": buffer_px,
+            "block": block.to_dict(),
+            "stack": target_stack.name,
+            "labels": target_labels.name,
+            "seed": int(seed),
+        },
+        crs_wkt=grid.crs.to_wkt(),
+        transform=tuple(grid.transform)[:6],
+        shape=grid.shape,
     )
     wanted = json.loads(json.dumps(ft_prof.to_dict()))
     status = "trained"
@@ -806,45 +902,109 @@ def fewshot_finetune(
     if status == "trained":
         for name in ("last.pt", "best.pt", "history.csv", "history.json", "prediction.tif"):
             (out / name).unlink(missing_ok=True)  # a fresh run must not inherit an older run's files
-        train(target_stack, target_labels, out, model=info["model"], profile=ft_prof, device=device,
-              progress=progress, init_checkpoint=src_ckpt, normalizer=src_ckpt, tile_split=split)
+        train(
+            target_stack,
+            target_labels,
+            out,
+            model=info["model"],
+            profile=ft_prof,
+            device=device,
+            progress=progress,
+            init_checkpoint=src_ckpt,
+            normalizer=src_ckpt,
+            tile_split=split,
+        )
     else:
-        train(target_stack, target_labels, out, model=info["model"], profile=wanted, resume=True, device=device,
-              progress=progress)
+        train(
+            target_stack,
+            target_labels,
+            out,
+            model=info["model"],
+            profile=wanted,
+            resume=True,
+            device=device,
+            progress=progress,
+        )
     pred_path = out / "prediction.tif"
     if status == "reused" and pred_path.is_file() and pred_path.stat().st_mtime >= (out / "last.pt").stat().st_mtime:
         logger.info("%s: reusing the prediction of the finished fine-tuning run", pred_path)
     else:
-        pred_path = predict_checkpoint(out / "last.pt", target_stack, pred_path, device=device, cog=True,
-                                       progress=progress, batch_size=int(ft_prof.batch_size)).labels
+        pred_path = predict_checkpoint(
+            out / "last.pt",
+            target_stack,
+            pred_path,
+            device=device,
+            cog=True,
+            progress=progress,
+            batch_size=int(ft_prof.batch_size),
+        ).labels
     if transferred_prediction is None:
-        transferred_prediction = predict_checkpoint(src_ckpt, target_stack, out / "prediction_source.tif",
-                                                    device=device, cog=True, progress=progress,
-                                                    batch_size=int(ft_prof.batch_size)).labels
+        transferred_prediction = predict_checkpoint(
+            src_ckpt,
+            target_stack,
+            out / "prediction_source.tif",
+            device=device,
+            cog=True,
+            progress=progress,
+            batch_size=int(ft_prof.batch_size),
+        ).labels
     etile = int(eval_tile or tile)
-    kw = {"tile_size": etile, "exclude": block.exclusion, "n_boot": n_boot, "alpha": alpha, "seed": int(seed),
-          "progress": progress}
+    kw = {
+        "tile_size": etile,
+        "exclude": block.exclusion,
+        "n_boot": n_boot,
+        "alpha": alpha,
+        "seed": int(seed),
+        "progress": progress,
+    }
     fin = score_prediction(pred_path, target_stack, target_labels, **kw)
     tra = score_prediction(transferred_prediction, target_stack, target_labels, **kw)
     assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
-    gain = paired_difference(fin["cm_tiles"], tra["cm_tiles"], lambda m: metrics.summary(m)["miou_glacier"],
-                             n_boot=n_boot, alpha=alpha, seed=int(seed))
+    gain = paired_difference(
+        fin["cm_tiles"],
+        tra["cm_tiles"],
+        lambda m: metrics.summary(m)["miou_glacier"],
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=int(seed),
+    )
     src_test = None
     if (run / "metrics_test.json").is_file():
         src_test = json.loads((run / "metrics_test.json").read_text())["summary"].get("miou_glacier")
-    rec = recovered_fraction(src_test, tra["summary"]["miou_glacier"], fin["summary"]["miou_glacier"]) \
-        if src_test is not None else float("nan")
+    rec = (
+        recovered_fraction(src_test, tra["summary"]["miou_glacier"], fin["summary"]["miou_glacier"])
+        if src_test is not None
+        else float("nan")
+    )
     result = {
-        "block": block.to_dict(), "status": status, "n_tiles": int(n_tiles), "epochs": epochs, "lr": ft_prof.lr,
-        "source_run": str(run), "checkpoint": str(out / "last.pt"), "prediction": pred_path,
-        "transferred_prediction": Path(transferred_prediction), "finetuned": fin, "transferred": tra,
+        "block": block.to_dict(),
+        "status": status,
+        "n_tiles": int(n_tiles),
+        "epochs": epochs,
+        "lr": ft_prof.lr,
+        "source_run": str(run),
+        "checkpoint": str(out / "last.pt"),
+        "prediction": pred_path,
+        "transferred_prediction": Path(transferred_prediction),
+        "finetuned": fin,
+        "transferred": tra,
         "gain": {"estimate": gain[0], "low": gain[1], "high": gain[2], "metric": "miou_glacier"},
-        "source_test": src_test, "recovered": rec, "min_drop": MIN_DROP,
+        "source_test": src_test,
+        "recovered": rec,
+        "min_drop": MIN_DROP,
         "seconds": time.perf_counter() - t0,
     }
-    record = {**{k: v for k, v in result.items() if k not in ("finetuned", "transferred")},
-              "finetuned": _metrics_record(fin), "transferred": _metrics_record(tra)}
+    record = {
+        **{k: v for k, v in result.items() if k not in ("finetuned", "transferred")},
+        "finetuned": _metrics_record(fin),
+        "transferred": _metrics_record(tra),
+    }
     result["file"] = _write_json(out / "metrics_fewshot.json", record)
-    logger.info("few-shot %d tiles: mIoU(glacier) %.4f -> %.4f (recovered %.2f)", n_tiles,
-                tra["summary"]["miou_glacier"], fin["summary"]["miou_glacier"], rec)
+    logger.info(
+        "few-shot %d tiles: mIoU(glacier) %.4f -> %.4f (recovered %.2f)",
+        n_tiles,
+        tra["summary"]["miou_glacier"],
+        fin["summary"]["miou_glacier"],
+        rec,
+    )
     return out, result

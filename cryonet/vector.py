@@ -141,8 +141,14 @@ def read_polygons(
         raise VectorError(f"{path}: no layer named {layer!r}; the layers are {layers}.")
     try:
         gdf = _read_file(path, layer)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
-            pyogrio.errors.GeometryError, pyogrio.errors.FeatureError, pyogrio.errors.CRSError) as exc:
+    except (
+        pyogrio.errors.DataSourceError,
+        pyogrio.errors.DataLayerError,
+        pyogrio.errors.FieldError,
+        pyogrio.errors.GeometryError,
+        pyogrio.errors.FeatureError,
+        pyogrio.errors.CRSError,
+    ) as exc:
         raise VectorError(f"{path}: cannot read layer {layer or layers[0]!r} ({exc}).") from exc
     where = f"{path}" + (f" (layer {layer!r})" if layer else "")
     if gdf.crs is None:
@@ -238,9 +244,13 @@ def _class_ids(classes: Sequence[str]) -> dict[str, int]:
 
 def _empty_outlines(crs: object) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(
-        {"class": pd.Series(dtype="object"), "class_id": pd.Series(dtype="int64"),
-         "area_m2": pd.Series(dtype="float64")},
-        geometry=gpd.GeoSeries([], crs=crs), crs=crs,
+        {
+            "class": pd.Series(dtype="object"),
+            "class_id": pd.Series(dtype="int64"),
+            "area_m2": pd.Series(dtype="float64"),
+        },
+        geometry=gpd.GeoSeries([], crs=crs),
+        crs=crs,
     )
 
 
@@ -258,8 +268,9 @@ def equal_area_crs(gdf: gpd.GeoDataFrame | gpd.GeoSeries) -> object:
     if crs.is_projected:
         return crs
     lon0, lat0, lon1, lat1 = gdf.to_crs("EPSG:4326").total_bounds
-    return CRS.from_proj4(f"+proj=laea +lat_0={(lat0 + lat1) / 2:.6f} +lon_0={(lon0 + lon1) / 2:.6f} "
-                          "+datum=WGS84 +units=m +no_defs")
+    return CRS.from_proj4(
+        f"+proj=laea +lat_0={(lat0 + lat1) / 2:.6f} +lon_0={(lon0 + lon1) / 2:.6f} +datum=WGS84 +units=m +no_defs"
+    )
 
 
 def polygonize_classes(
@@ -311,8 +322,10 @@ def polygonize_classes(
         data = src.read(band)
         transform, crs, nodata = src.transform, src.crs, src.nodata
     if not np.issubdtype(data.dtype, np.integer):
-        raise VectorError(f"{labels_path}: expected an integer class raster, found {data.dtype}; "
-                          "pass the class (label) raster, not the probabilities.")
+        raise VectorError(
+            f"{labels_path}: expected an integer class raster, found {data.dtype}; "
+            "pass the class (label) raster, not the probabilities."
+        )
     mask = np.isin(data, list(ids.values())) & (data != LABEL_NODATA)
     if nodata is not None and not np.isnan(nodata):
         mask &= data != nodata
@@ -327,12 +340,14 @@ def polygonize_classes(
     if not geoms:
         logger.info("%s: no pixels of %s", labels_path, list(classes))
         return _empty_outlines(crs)
-    gdf = gpd.GeoDataFrame({"class": [r[0] for r in rows], "class_id": np.array([r[1] for r in rows], np.int64)},
-                           geometry=geoms, crs=crs)
+    gdf = gpd.GeoDataFrame(
+        {"class": [r[0] for r in rows], "class_id": np.array([r[1] for r in rows], np.int64)}, geometry=geoms, crs=crs
+    )
     area_crs = equal_area_crs(gdf)
     gdf["area_m2"] = gdf.geometry.to_crs(area_crs).area if area_crs != gdf.crs else gdf.geometry.area
-    mins = gdf["class"].map(lambda c: float(min_area_m2.get(c, 0.0)) if isinstance(min_area_m2, Mapping)
-                            else float(min_area_m2))
+    mins = gdf["class"].map(
+        lambda c: float(min_area_m2.get(c, 0.0)) if isinstance(min_area_m2, Mapping) else float(min_area_m2)
+    )
     small = gdf["area_m2"] < mins
     if small.any():
         logger.info("%s: dropped %d polygons below the minimum area", labels_path, int(small.sum()))
@@ -374,8 +389,11 @@ def glacier_outlines(gdf: gpd.GeoDataFrame, classes: Sequence[str] = GLACIER_EXT
     area_crs = equal_area_crs(out)
     out["area_km2"] = out.geometry.to_crs(area_crs).area / 1e6
     debris = _dissolve(gdf.loc[gdf["class"] == "debris"].geometry.values)
-    out["debris_km2"] = (gpd.GeoSeries(out.geometry.intersection(debris), crs=gdf.crs).to_crs(area_crs).area / 1e6
-                         if not debris.is_empty else 0.0)
+    out["debris_km2"] = (
+        gpd.GeoSeries(out.geometry.intersection(debris), crs=gdf.crs).to_crs(area_crs).area / 1e6
+        if not debris.is_empty
+        else 0.0
+    )
     out = out.sort_values("area_km2", ascending=False).reset_index(drop=True)
     out["glac_id"] = [f"PRED-{i:05d}" for i in range(1, len(out) + 1)]
     return out[["glac_id", "area_km2", "debris_km2", "geometry"]]
@@ -479,8 +497,10 @@ def _reference_layers(ref: str | os.PathLike[str] | Mapping[str, gpd.GeoDataFram
         raise VectorError(f"{path}: reference outlines not found.")
     present = {str(n) for n in pyogrio.list_layers(path)[:, 0]}
     if not present & set(LABEL_LAYERS):
-        raise VectorError(f"{path}: none of the reference layers {list(LABEL_LAYERS)} found (layers: "
-                          f"{sorted(present)}); expected glaciers, debris and lakes polygons.")
+        raise VectorError(
+            f"{path}: none of the reference layers {list(LABEL_LAYERS)} found (layers: "
+            f"{sorted(present)}); expected glaciers, debris and lakes polygons."
+        )
     return {layer: read_polygons(path, layer=layer, allow_empty=True) for layer in LABEL_LAYERS if layer in present}
 
 
@@ -535,11 +555,14 @@ def area_table(gdf: gpd.GeoDataFrame, classes: Sequence[str] | None = None) -> p
         count, total, median = grouped.size(), grouped.sum(), grouped.median()
     else:
         count = total = median = pd.Series(dtype="float64")
-    table = pd.DataFrame({
-        "count": [int(count.get(c, 0)) for c in classes],
-        "total_km2": [float(total.get(c, 0.0)) for c in classes],
-        "median_km2": [float(median.get(c, np.nan)) for c in classes],
-    }, index=pd.Index(classes, name="class"))
+    table = pd.DataFrame(
+        {
+            "count": [int(count.get(c, 0)) for c in classes],
+            "total_km2": [float(total.get(c, 0.0)) for c in classes],
+            "median_km2": [float(median.get(c, np.nan)) for c in classes],
+        },
+        index=pd.Index(classes, name="class"),
+    )
     return table
 
 
@@ -603,8 +626,16 @@ def compare_with_reference(
         p = _dissolve(pred_m.loc[pred_m["class"] == cls].geometry.values)
         inter = r.intersection(p).area
         union = r.union(p).area
-        rows.append({"class": cls, "ref_km2": r.area / 1e6, "pred_km2": p.area / 1e6, "intersection_km2": inter / 1e6,
-                     "union_km2": union / 1e6, "iou": inter / union if union > 0 else np.nan})
+        rows.append(
+            {
+                "class": cls,
+                "ref_km2": r.area / 1e6,
+                "pred_km2": p.area / 1e6,
+                "intersection_km2": inter / 1e6,
+                "union_km2": union / 1e6,
+                "iou": inter / union if union > 0 else np.nan,
+            }
+        )
     class_df = pd.DataFrame(rows).set_index("class")
 
     glacier_layer = next((k for k, v in LABEL_LAYERS.items() if v == "clean_ice"), "glaciers")
@@ -626,8 +657,10 @@ def compare_with_reference(
         pred_by = pd.Series(dtype="float64")
     # glaciers may share an id (multi-part outlines): sum by id
     g = pd.DataFrame({"glacier": ids, "ref_km2": ref_km2}).groupby("glacier", sort=False)["ref_km2"].sum()
-    glaciers = pd.DataFrame({"ref_km2": g, "pred_km2": [float(pred_by.get(i, 0.0)) for i in g.index]},
-                            index=pd.Index(g.index, name="glacier"))
+    glaciers = pd.DataFrame(
+        {"ref_km2": g, "pred_km2": [float(pred_by.get(i, 0.0)) for i in g.index]},
+        index=pd.Index(g.index, name="glacier"),
+    )
     glaciers["diff_km2"] = glaciers["pred_km2"] - glaciers["ref_km2"]
     glaciers["rel_diff"] = glaciers["diff_km2"] / glaciers["ref_km2"].where(glaciers["ref_km2"] > 0)
     return {"classes": class_df, "glaciers": glaciers}

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cryonet._torch_compat  # noqa: F401  (before any test imports smp/torchvision: see that module)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a mistaken weight download fails at once instead of retrying
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -14,18 +14,21 @@ from cryonet.raster import Grid
 def _inputs(make_raster):
     ref = make_raster("R.tif", np.zeros((32, 32), "float32"), epsg=32645, res=10.0, origin=(500_000.0, 3_130_000.0))
     rng = np.random.default_rng(0)
-    cont = make_raster("A.tif", rng.random((24, 24)).astype("float32"), epsg=32645, res=20.0,
-                       origin=(499_900.0, 3_130_100.0))
-    cats = make_raster("C.tif", rng.integers(1, 4, (24, 24)).astype("uint8"), epsg=32645, res=20.0,
-                       origin=(499_900.0, 3_130_100.0))
+    cont = make_raster(
+        "A.tif", rng.random((24, 24)).astype("float32"), epsg=32645, res=20.0, origin=(499_900.0, 3_130_100.0)
+    )
+    cats = make_raster(
+        "C.tif", rng.integers(1, 4, (24, 24)).astype("uint8"), epsg=32645, res=20.0, origin=(499_900.0, 3_130_100.0)
+    )
     return ref, cont, cats
 
 
 def test_align_inputs_onto_reference(make_raster, tmp_path, capsys):
     ref, cont, cats = _inputs(make_raster)
     out = tmp_path / "aligned"
-    code = main(["-q", "align", "--inputs", str(cont), "--categorical", str(cats), "--reference", str(ref),
-                 "--out", str(out)])
+    code = main(
+        ["-q", "align", "--inputs", str(cont), "--categorical", str(cats), "--reference", str(ref), "--out", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"A\t{out / 'A.tif'}" in printed and f"C\t{out / 'C.tif'}" in printed

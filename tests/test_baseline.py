@@ -46,8 +46,14 @@ def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
     test = [t for t in tiles if t.col == SIZE - TILE]
     val = [t for t in tiles if t.col == 0 and t.row == 0]
     train = [t for t in tiles if t not in test and t not in val]
-    split = Split({"train": train, "val": val, "test": test}, {}, {"tile_size": TILE}, grid.crs.to_wkt(),
-                  tuple(grid.transform)[:6], (SIZE, SIZE))
+    split = Split(
+        {"train": train, "val": val, "test": test},
+        {},
+        {"tile_size": TILE},
+        grid.crs.to_wkt(),
+        tuple(grid.transform)[:6],
+        (SIZE, SIZE),
+    )
     return sp, lp, split
 
 
@@ -75,8 +81,16 @@ def test_select_layers_by_group(scene):
 @pytest.mark.parametrize("estimator", B.ESTIMATORS)
 def test_separable_by_one_layer_gives_iou_near_one(scene, estimator):
     sp, lp, split = scene
-    clf = B.pixel_classifier(sp, lp, split, groups=("s2",), max_pixels=3000, estimator=estimator, progress=False,
-                             **({"n_estimators": 20} if estimator == "random_forest" else {}))
+    clf = B.pixel_classifier(
+        sp,
+        lp,
+        split,
+        groups=("s2",),
+        max_pixels=3000,
+        estimator=estimator,
+        progress=False,
+        **({"n_estimators": 20} if estimator == "random_forest" else {}),
+    )
     assert clf.layers == ["B2", "B3"] and clf.n_train_pixels <= 3000
     res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=200, progress=False)
     ious = res["classes"]["iou"].to_numpy()
@@ -87,8 +101,9 @@ def test_separable_by_one_layer_gives_iou_near_one(scene, estimator):
 
 def test_groups_without_signal_are_near_chance(scene):
     sp, lp, split = scene
-    clf = B.pixel_classifier(sp, lp, split, groups=("terrain", "insar"), max_pixels=3000, n_estimators=20,
-                             progress=False)
+    clf = B.pixel_classifier(
+        sp, lp, split, groups=("terrain", "insar"), max_pixels=3000, n_estimators=20, progress=False
+    )
     res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=50, progress=False)
     # four balanced classes guessed at random: accuracy ~0.25, IoU ~0.14 per class
     assert res["summary"]["pixel_accuracy"] < 0.4
@@ -173,7 +188,8 @@ def test_paired_difference():
     # the same replicates as bootstrap_ci: with b all zeros and a metric that is 0 there, (a - b) is bootstrap_ci(a)
     share = lambda m: m[2, 2] / max(int(m.sum()), 1)  # noqa: E731
     assert B.paired_difference(good, np.zeros_like(good), share, n_boot=200, seed=2) == pytest.approx(
-        metrics.bootstrap_ci(good, share, n_boot=200, seed=2))
+        metrics.bootstrap_ci(good, share, n_boot=200, seed=2)
+    )
     with pytest.raises(ValueError, match="same tiles"):
         B.paired_difference(good, good[:5], fn)
 
@@ -183,9 +199,10 @@ def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
     """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
     import json
 
+    from test_datasets import TWIN_LAYERS, write_twin
+
     from cryonet import train as T
     from cryonet.config import get_profile
-    from test_datasets import TWIN_LAYERS, write_twin
 
     sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
     with open(sp.parent / "stack.layers.csv", "w", newline="") as fh:  # the layer table the pixel baseline reads
@@ -195,8 +212,14 @@ def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
             group = "s2" if name.startswith("B") else "indices" if name == "ndsi" else "terrain"
             w.writerow([name, group, "", "test twin", i])
     run = tmp_path / "run"
-    prof = get_profile("ci").replace(tile_size=32, tile_stride=16, epochs=1, batch_size=4, max_train_tiles=None,
-                                     split={"block_size_m": 640.0, "buffer_m": 0.0})
+    prof = get_profile("ci").replace(
+        tile_size=32,
+        tile_stride=16,
+        epochs=1,
+        batch_size=4,
+        max_train_tiles=None,
+        split={"block_size_m": 640.0, "buffer_m": 0.0},
+    )
     first, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
     assert status == "trained" and first.finished
     stamp = (run / "last.pt").stat().st_mtime_ns

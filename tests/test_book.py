@@ -67,7 +67,9 @@ def test_chapters_are_read_from_the_toc(tmp_path):
     (src / "01_a.md").write_text("# Alpha\n")
     (src / "03_c.md").write_text("text\n# Gamma chapter\n")
     toc = tmp_path / "_toc.yml"
-    toc.write_text("root: intro\nchapters:\n  - file: chapters/01_a\n  - file: chapters/03_c  # note\n  - file: status\n")
+    toc.write_text(
+        "root: intro\nchapters:\n  - file: chapters/01_a\n  - file: chapters/03_c  # note\n  - file: status\n"
+    )
     chs = execute.chapters(toc, src)
     assert [(c.number, c.stem, c.title) for c in chs] == [(1, "01_a", "Alpha"), (3, "03_c", "Gamma chapter")]
     toc.write_text("root: intro\nchapters:\n  - file: chapters/02_missing\n")
@@ -122,7 +124,9 @@ def test_cited_keys_exist_in_the_bibliography():
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_chapter_has_a_parameters_cell_with_the_common_parameters(source):
     cell = _parameters_cell(source)
-    assert "parameters" in cell.metadata.get("tags", []), f"{source.name}: the first code cell must be tagged parameters"
+    assert "parameters" in cell.metadata.get("tags", []), (
+        f"{source.name}: the first code cell must be tagged parameters"
+    )
     values = {}
     for node in ast.parse(cell.source).body:
         assert isinstance(node, ast.Assign), f"{source.name}: the parameters cell holds only assignments"
@@ -256,8 +260,10 @@ def test_check_site_without_index_fails(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (check_site._find(check_site.CHROMIUM_CANDIDATES, "chromium")
-         and check_site._find(check_site.CHROMEDRIVER_CANDIDATES, "chromedriver")),
+    not (
+        check_site._find(check_site.CHROMIUM_CANDIDATES, "chromium")
+        and check_site._find(check_site.CHROMEDRIVER_CANDIDATES, "chromedriver")
+    ),
     reason="Debian chromium + chromium-driver not installed",
 )
 def test_browser_pass_reports_an_image_that_does_not_load_and_saves_screenshots(tmp_path):

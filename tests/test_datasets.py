@@ -54,8 +54,14 @@ def write_twin(root: Path, size: int = 128, seed: int = 0, nodata_rows: int = 3)
     for a, b in [(0, 0), (0, q), (q, 0), (q, q)]:
         r0, c0 = a + rng.uniform(8, q - 8), b + rng.uniform(8, q - 8)
         lab[(rr - r0) ** 2 + (cc - c0) ** 2 < 4.5**2] = 3
-    means = np.array([[0.1, 0.1, 0.3, 0.2, -0.3], [0.8, 0.8, 0.7, 0.1, 0.8],
-                      [0.2, 0.25, 0.3, 0.3, -0.1], [0.05, 0.1, 0.02, 0.01, 0.6]])
+    means = np.array(
+        [
+            [0.1, 0.1, 0.3, 0.2, -0.3],
+            [0.8, 0.8, 0.7, 0.1, 0.8],
+            [0.2, 0.25, 0.3, 0.3, -0.1],
+            [0.05, 0.1, 0.02, 0.01, 0.6],
+        ]
+    )
     spec = means[lab].transpose(2, 0, 1) + rng.normal(0, 0.08, (5, size, size))
     dem = 5000 - 0.3 * rr * RES + 0.1 * cc * RES + 30 * np.sin(rr / 9) * np.cos(cc / 13)
     gy, gx = np.gradient(dem, RES)
@@ -234,8 +240,11 @@ def test_refined_split_balances_shares_after_the_buffer(split_setup):
 
     kept: dict[str, list] = {}
     for n, name in enumerate(SPLITS):
-        mine = [t for t in tiles
-                if refined.blocks[f"{int((t.row + t.size / 2) // blk)},{int((t.col + t.size / 2) // blk)}"] == name]
+        mine = [
+            t
+            for t in tiles
+            if refined.blocks[f"{int((t.row + t.size / 2) // blk)},{int((t.col + t.size / 2) // blk)}"] == name
+        ]
         higher = [geom(u) for s in SPLITS[:n] for u in kept[s]]
         kept[name] = [t for t in mine if all(geom(t).distance(h) > 150.0 for h in higher)]
         assert {(t.row, t.col) for t in kept[name]} == {(t.row, t.col) for t in refined.get(name)}, name
@@ -297,8 +306,18 @@ def _terrain(dem: np.ndarray) -> np.ndarray:
     return np.stack([t["aspect_sin"], t["aspect_cos"], t["aspect"]])
 
 
-@pytest.mark.parametrize("hflip,vflip,k", [(True, False, 0), (False, True, 0), (False, False, 1),
-                                           (False, False, 2), (False, False, 3), (True, True, 1), (True, False, 3)])
+@pytest.mark.parametrize(
+    "hflip,vflip,k",
+    [
+        (True, False, 0),
+        (False, True, 0),
+        (False, False, 1),
+        (False, False, 2),
+        (False, False, 3),
+        (True, True, 1),
+        (True, False, 3),
+    ],
+)
 def test_aspect_transform_matches_aspect_of_transformed_dem(hflip, vflip, k):
     rr, cc = np.mgrid[0:24, 0:24].astype(float)
     # tilted plane (downslope towards south-east) plus bumps, so that many directions occur
@@ -396,8 +415,10 @@ def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path):
     x2, y2 = ds[0]
     assert (x == x2).all() and (y == y2).all()  # same seed/epoch: same sample
     ds.set_epoch(1)
-    changed = any(not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)[i][1]).all()
-                  for i in range(len(ds)))
+    changed = any(
+        not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)[i][1]).all()
+        for i in range(len(ds))
+    )
     assert changed  # another epoch draws other flips
     plain = TileDataset(sp, lp, tiles, norm, None)
     xp, yp = plain[1]

@@ -24,8 +24,16 @@ LAYERS = [name for names in GROUPS.values() for name in names]
 SIGNAL = LAYERS.index("elevation")
 RES = 10.0
 #: Profile used for tiny runs: 32 px tiles, 320 m blocks.
-TINY = {"tile_size": 32, "tile_stride": 32, "batch_size": 4, "epochs": 3, "lr": 5e-3, "max_train_tiles": None,
-        "encoder": "resnet18", "split": {"block_size_m": 320.0, "buffer_m": 0.0}}
+TINY = {
+    "tile_size": 32,
+    "tile_stride": 32,
+    "batch_size": 4,
+    "epochs": 3,
+    "lr": 5e-3,
+    "max_train_tiles": None,
+    "encoder": "resnet18",
+    "split": {"block_size_m": 320.0, "buffer_m": 0.0},
+}
 
 
 def write_group_stack(root: Path, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
@@ -49,8 +57,15 @@ def write_group_stack(root: Path, size: int = 96, seed: int = 0) -> tuple[Path, 
     grid = Grid(CRS.from_epsg(32645), Affine(RES, 0, 500_000.0, 0, -RES, 3_130_000.0), size, size)
     sp = write_raster(root / "stack.tif", x, grid, nodata=float("nan"), descriptions=LAYERS)
     lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
-    table = pd.DataFrame({"layer": LAYERS, "group": [g for g, n in GROUPS.items() for _ in n],
-                          "units": "1", "source": "test", "band": np.arange(1, len(LAYERS) + 1)})
+    table = pd.DataFrame(
+        {
+            "layer": LAYERS,
+            "group": [g for g, n in GROUPS.items() for _ in n],
+            "units": "1",
+            "source": "test",
+            "band": np.arange(1, len(LAYERS) + 1),
+        }
+    )
     table.to_csv(root / "stack.layers.csv", index=False)
     return sp, lp
 
@@ -96,14 +111,29 @@ def make_run(root: Path, stack: Path, labels: Path, *, uses: list[int], model: s
     norm = identity_normalizer()
     norm.save(root / "normalizer.json")
     state = {
-        "format": CHECKPOINT_FORMAT, "model": model, "encoder": "resnet18",
+        "format": CHECKPOINT_FORMAT,
+        "model": model,
+        "encoder": "resnet18",
         "model_state": {k: v.detach().clone() for k, v in net.state_dict().items()},
-        "epoch": 1, "best_score": 0.0, "profile": json.loads(json.dumps(prof.to_dict())), "layers": list(LAYERS),
+        "epoch": 1,
+        "best_score": 0.0,
+        "profile": json.loads(json.dumps(prof.to_dict())),
+        "layers": list(LAYERS),
         "normalizer": norm.to_dict(),
     }
     save_checkpoint(root / "best.pt", state)
-    (root / "run.json").write_text(json.dumps({"model": model, "encoder": "resnet18", "profile": prof.to_dict(),
-                                               "stack": str(stack), "labels": str(labels), "layers": LAYERS}))
+    (root / "run.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "encoder": "resnet18",
+                "profile": prof.to_dict(),
+                "stack": str(stack),
+                "labels": str(labels),
+                "layers": LAYERS,
+            }
+        )
+    )
     return root
 
 
@@ -133,8 +163,9 @@ def test_per_class_drops_name_the_class_that_needs_the_group(tiny):
     x, y = I.load_tiles(sp, lp, scan_tiles(sp, lp, 32, 32, progress=False))
     rng = np.random.default_rng(3)
     x[:, 0] = np.where(np.isnan(x[:, 0]), np.nan, (y == 3) + rng.normal(0, 0.05, y.shape)).astype(np.float32)
-    df = I.permutation_importance_tiles(LakeFromS2Model(), identity_normalizer(), x, y, _table(sp), repeats=2,
-                                        seed=0, progress=False)
+    df = I.permutation_importance_tiles(
+        LakeFromS2Model(), identity_normalizer(), x, y, _table(sp), repeats=2, seed=0, progress=False
+    )
     assert df.attrs["baseline_class_iou"] == pytest.approx({"background": 1, "clean_ice": 1, "debris": 1, "lake": 1})
     drops = I.class_drops(df)
     assert list(drops.columns) == ["clean_ice", "debris", "lake"]
@@ -146,8 +177,9 @@ def test_per_class_drops_name_the_class_that_needs_the_group(tiny):
     assert drops.loc["s2", "lake"] > 0.5 and drops.loc["s2", "lake"] > drops.loc["s2", "debris"]
     assert (drops.loc["texture"] == 0.0).all()
     # the per-class drops come from the same matrices as the summary metric: their glacier mean is the drop
-    np.testing.assert_allclose(df[[f"drop_iou_{c}" for c in ("clean_ice", "debris", "lake")]].mean(axis=1),
-                               df["drop"], atol=1e-12)
+    np.testing.assert_allclose(
+        df[[f"drop_iou_{c}" for c in ("clean_ice", "debris", "lake")]].mean(axis=1), df["drop"], atol=1e-12
+    )
     with pytest.raises(I.ImportanceError, match="rerun the permutation importance"):
         I.class_drops(df[["group", "drop"]])
 
@@ -178,13 +210,24 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     sp, lp = tiny
     tiles = scan_tiles(sp, lp, 32, 32, progress=False)
     x, y = I.load_tiles(sp, lp, tiles)
-    assert x.shape == (len(tiles), len(LAYERS), 32, 32) and (y[:, :2][: 3] == LABEL_NODATA).all()
+    assert x.shape == (len(tiles), len(LAYERS), 32, 32) and (y[:, :2][:3] == LABEL_NODATA).all()
     x0 = x.copy()
-    df = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3,
-                                        seed=0, progress=False)
+    df = I.permutation_importance_tiles(
+        SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3, seed=0, progress=False
+    )
     np.testing.assert_array_equal(x, x0)  # permuted in place, restored
-    assert list(df.columns) == ["group", "repeat", "metric", "baseline", "score", "drop", "drop_iou_background",
-                                "drop_iou_clean_ice", "drop_iou_debris", "drop_iou_lake"]
+    assert list(df.columns) == [
+        "group",
+        "repeat",
+        "metric",
+        "baseline",
+        "score",
+        "drop",
+        "drop_iou_background",
+        "drop_iou_clean_ice",
+        "drop_iou_debris",
+        "drop_iou_lake",
+    ]
     assert len(df) == 9 and df.attrs["baseline"] == pytest.approx(1.0)
     summ = df.attrs["summary"]
     assert list(summ.index) == ["s2", "terrain", "texture"]  # stack order of LAYER_GROUPS
@@ -194,11 +237,29 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     t = df.loc[df.group == "terrain", "drop"]
     assert summ.loc["terrain", "low"] < t.mean() < summ.loc["terrain", "high"]
     # deterministic for a seed, different for another
-    again = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp),
-                                           groups=["terrain"], repeats=3, seed=0, progress=False)
+    again = I.permutation_importance_tiles(
+        SignalModel(SIGNAL),
+        identity_normalizer(),
+        x,
+        y,
+        _table(sp),
+        groups=["terrain"],
+        repeats=3,
+        seed=0,
+        progress=False,
+    )
     np.testing.assert_array_equal(again["drop"], t)  # a group's draws do not depend on the other groups run
-    other = I.permutation_importance_tiles(SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp),
-                                           groups=["terrain"], repeats=3, seed=1, progress=False)
+    other = I.permutation_importance_tiles(
+        SignalModel(SIGNAL),
+        identity_normalizer(),
+        x,
+        y,
+        _table(sp),
+        groups=["terrain"],
+        repeats=3,
+        seed=1,
+        progress=False,
+    )
     assert not np.array_equal(other["drop"], t)
 
 
@@ -237,8 +298,9 @@ def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path):
     assert (df.loc[df.group != "terrain", "drop"] == 0.0).all()
     assert (df.loc[df.group == "terrain", "score"] != df.attrs["baseline"]).all()
     assert df.attrs["model"] == "unet" and df.attrs["split"] == "test"
-    sub = I.permutation_importance(run, sp, lp, repeats=1, groups=["texture"], max_tiles=1, device="cpu",
-                                   progress=False)
+    sub = I.permutation_importance(
+        run, sp, lp, repeats=1, groups=["texture"], max_tiles=1, device="cpu", progress=False
+    )
     assert sub.attrs["n_tiles"] == 1 and (sub["drop"] == 0.0).all()
 
 
@@ -285,8 +347,17 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
 
     sp, lp = write_group_stack(tmp_path / "scene", size=128)
     over = {**TINY, "epochs": 2, "tile_stride": 16, "split": {"block_size_m": 640.0, "buffer_m": 0.0}}
-    df = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["s2", "terrain"], model="unet", profile="ci",
-                               device="cpu", progress=False, **over)
+    df = I.drop_group_ablation(
+        sp,
+        lp,
+        tmp_path / "abl",
+        groups=["s2", "terrain"],
+        model="unet",
+        profile="ci",
+        device="cpu",
+        progress=False,
+        **over,
+    )
     assert list(df["group"]) == ["s2", "terrain"]
     assert df["same_split"].all()  # every layer shares the NaN rows, so the tiles and the split are the same
     assert list(df["layers_left"]) == [3, 3]
@@ -300,7 +371,8 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
         assert row.score == pytest.approx(ev["summary"]["overall_iou_glacier"], abs=1e-9)
         assert row.drop == pytest.approx(df.attrs["full_score"] - row.score)
         assert json.loads((Path(row.run_dir) / "run.json").read_text())["layers"] == [
-            n for n in LAYERS if n not in row.dropped_layers]
+            n for n in LAYERS if n not in row.dropped_layers
+        ]
     assert (tmp_path / "abl" / "terrain" / I.ABLATION_FILE).is_file()
 
     import cryonet.train
@@ -309,8 +381,15 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
         raise AssertionError("a finished group must not be retrained")
 
     monkeypatch.setattr(cryonet.train, "train", boom)
-    again = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["s2", "terrain"], base_run=tmp_path / "abl" /
-                                  "full" / "run", device="cpu", progress=False)
+    again = I.drop_group_ablation(
+        sp,
+        lp,
+        tmp_path / "abl",
+        groups=["s2", "terrain"],
+        base_run=tmp_path / "abl" / "full" / "run",
+        device="cpu",
+        progress=False,
+    )
     np.testing.assert_allclose(again["score"], df["score"])
 
 
@@ -333,8 +412,16 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
     last = gdir / "run" / "last.pt"
 
     def ablate(**over):
-        df = I.drop_group_ablation(sp, lp, tmp_path / "abl", groups=["texture"], base_run=ref, device="cpu",
-                                   progress=False, **{"epochs": 1, **over})
+        df = I.drop_group_ablation(
+            sp,
+            lp,
+            tmp_path / "abl",
+            groups=["texture"],
+            base_run=ref,
+            device="cpu",
+            progress=False,
+            **{"epochs": 1, **over},
+        )
         return df, json.loads((gdir / I.ABLATION_FILE).read_text())
 
     def mark() -> int:
@@ -404,8 +491,9 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
 def test_plot_importance(tiny):
     from cryonet.plots import plot_importance
 
-    df = pd.DataFrame({"group": ["s2", "s2", "terrain", "terrain"], "repeat": [0, 1, 0, 1],
-                       "drop": [0.01, 0.03, 0.5, 0.6]})
+    df = pd.DataFrame(
+        {"group": ["s2", "s2", "terrain", "terrain"], "repeat": [0, 1, 0, 1], "drop": [0.01, 0.03, 0.5, 0.6]}
+    )
     fig = plot_importance(df, title="t")
     ax = fig.axes[0]
     widths = sorted(p.get_width() for p in ax.patches)
@@ -421,8 +509,23 @@ def test_importance_cli(tiny, tmp_path, capsys):
     sp, lp = tiny
     run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
     out = tmp_path / "imp.csv"
-    rc = main(["-q", "importance", str(run), "--stack", str(sp), "--labels", str(lp), "--repeats", "2",
-               "--device", "cpu", "--out", str(out)])
+    rc = main(
+        [
+            "-q",
+            "importance",
+            str(run),
+            "--stack",
+            str(sp),
+            "--labels",
+            str(lp),
+            "--repeats",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "terrain" in text and "baseline" in text and "mean drop of each class's IoU" in text

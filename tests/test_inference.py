@@ -41,7 +41,7 @@ def stack(tmp_path):
 def test_offsets_cover_and_stay_inside():
     assert window_offsets(10, 32, 24) == [0]
     offs = window_offsets(93, 32, 24)
-    assert offs[0] == 0 and offs[-1] == 93 - 32 and all(b - a <= 24 for a, b in zip(offs, offs[1:]))
+    assert offs[0] == 0 and offs[-1] == 93 - 32 and all(b - a <= 24 for a, b in zip(offs, offs[1:], strict=False))
 
 
 def test_blend_weights_positive_and_peaked():
@@ -55,8 +55,18 @@ def test_pixelwise_model_blends_to_direct_prediction(stack, tmp_path, tile, over
     model = PixelModel(3)
     out = tmp_path / "pred.tif"
     probs_out = tmp_path / "probs.tif"
-    res = predict_raster(path, out, model=model, normalizer=norm, tile_size=tile, overlap=overlap, batch_size=3,
-                         device="cpu", probabilities_path=probs_out, progress=False)
+    res = predict_raster(
+        path,
+        out,
+        model=model,
+        normalizer=norm,
+        tile_size=tile,
+        overlap=overlap,
+        batch_size=3,
+        device="cpu",
+        probabilities_path=probs_out,
+        progress=False,
+    )
     with torch.no_grad():
         direct = torch.softmax(model(torch.from_numpy(np.nan_to_num(data, nan=0.0))[None]), 1)[0].numpy()
     with rasterio.open(out) as src:

@@ -48,7 +48,8 @@ def _expected_sample_coherence(gamma: float, looks: int) -> float:
         return float(np.exp(log_pre))
     k = np.arange(50_000)
     log_terms = (
-        gammaln(1.5 + k) - gammaln(1.5)
+        gammaln(1.5 + k)
+        - gammaln(1.5)
         + 2.0 * (gammaln(looks + k) - gammaln(looks))
         - (gammaln(looks + 0.5 + k) - gammaln(looks + 0.5))
         - 2.0 * gammaln(k + 1.0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
-from sklearn import metrics as skm
 from skimage.segmentation import find_boundaries
+from sklearn import metrics as skm
 
 from cryonet import metrics
 from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA
@@ -149,7 +149,6 @@ def test_bootstrap_ci_shrinks_with_more_tiles():
     assert (large[2] - large[1]) < 0.6 * (small[2] - small[1])
 
 
-
 def test_class_intervals_match_bootstrap_ci():
     rng = np.random.default_rng(0)
     cms = rng.integers(0, 50, (12, 4, 4))
@@ -163,13 +162,15 @@ def test_class_intervals_match_bootstrap_ci():
         tp, fp, fn = total[k, k], total[:, k].sum() - total[k, k], total[k, :].sum() - total[k, k]
         assert table.loc[name, "iou"] == pytest.approx(tp / (tp + fp + fn))  # by hand
         for score in ("iou", "f1"):
-            est, lo, hi = metrics.bootstrap_ci(cms, lambda m, k=k, s=score: metrics.per_class(m)[s][k], n_boot=300,
-                                               seed=5)
+            est, lo, hi = metrics.bootstrap_ci(
+                cms, lambda m, k=k, s=score: metrics.per_class(m)[s][k], n_boot=300, seed=5
+            )
             assert table.loc[name, score] == pytest.approx(est)
             assert (table.loc[name, f"{score}_low"], table.loc[name, f"{score}_high"]) == pytest.approx((lo, hi))
     assert np.isnan(table.loc["lake", "iou"]) and np.isnan(table.loc["lake", "iou_low"])
     with pytest.raises(ValueError, match="shape"):
         metrics.class_intervals(cms[:, :3, :3])
+
 
 def test_boundary_distance_of_offset_edges_is_the_offset():
     # two straight outlines 4 columns apart: every boundary pixel is exactly 4 x 10 m from the other outline

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import segmentation_models_pytorch as smp
 import torch
+from segmentation_models_pytorch.base.modules import SCSEModule
+from segmentation_models_pytorch.encoders._utils import patch_first_conv
 
 from cryonet import models
 from cryonet.config import get_profile
-
-import segmentation_models_pytorch as smp  # noqa: E402,I001  (after cryonet.models: needs the torchvision shim)
-from segmentation_models_pytorch.base.modules import SCSEModule  # noqa: E402
-from segmentation_models_pytorch.encoders._utils import patch_first_conv  # noqa: E402
 
 CI_ENCODER = get_profile("ci").encoder
 

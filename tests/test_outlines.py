@@ -55,8 +55,7 @@ def test_polygon_areas_are_pixel_counts_and_holes_are_kept(scene_labels):
     debris = gdf[gdf["class"] == "debris"].iloc[0]
     assert debris.area_m2 == pytest.approx(32 * PX_M2) and len(debris.geometry.interiors) == 1
     # every polygon exactly covers its class pixels: rasterising the polygons gives the label raster back
-    back = rasterize_polygons({c: gdf[gdf["class"] == c] for c in ("clean_ice", "debris", "lake")},
-                              _grid(*lab.shape))
+    back = rasterize_polygons({c: gdf[gdf["class"] == c] for c in ("clean_ice", "debris", "lake")}, _grid(*lab.shape))
     expect = np.where(lab == LABEL_NODATA, 0, lab)
     np.testing.assert_array_equal(back, expect)
     assert not (gdf["class_id"] == LABEL_NODATA).any()
@@ -187,9 +186,12 @@ def test_reference_priority_lakes_over_debris_over_glaciers():
     assert g["lake"].area.iloc[0] == pytest.approx(1600)
     assert g["debris"].area.iloc[0] == pytest.approx(5000 - 400)
     assert g["clean_ice"].area.iloc[0] == pytest.approx(5000)
-    assert isinstance(V.compare_with_reference(
-        gpd.GeoDataFrame({"class": ["lake"]}, geometry=[box(80, 80, 120, 120)], crs=crs), layers
-    )["classes"], pd.DataFrame)
+    assert isinstance(
+        V.compare_with_reference(
+            gpd.GeoDataFrame({"class": ["lake"]}, geometry=[box(80, 80, 120, 120)], crs=crs), layers
+        )["classes"],
+        pd.DataFrame,
+    )
 
 
 def test_rgi_glaciers_survive_raster_vector_round_trip(realdata, tmp_path):
@@ -201,8 +203,12 @@ def test_rgi_glaciers_survive_raster_vector_round_trip(realdata, tmp_path):
     x0, y0, x1, y1 = utm.total_bounds
     res = 20.0
     left, top = np.floor(x0 / res) * res - 200, np.ceil(y1 / res) * res + 200
-    grid = Grid(CRS.from_epsg(32632), fo(left, top, res, res), int(np.ceil((x1 - left) / res)) + 10,
-                int(np.ceil((top - y0) / res)) + 10)
+    grid = Grid(
+        CRS.from_epsg(32632),
+        fo(left, top, res, res),
+        int(np.ceil((x1 - left) / res)) + 10,
+        int(np.ceil((top - y0) / res)) + 10,
+    )
     lab = rasterize_polygons({"clean_ice": utm}, grid)
     path = write_raster(tmp_path / "rgi.tif", lab, grid, nodata=LABEL_NODATA)
     pred = V.polygonize_classes(path, classes=("clean_ice",))
@@ -244,17 +250,37 @@ def test_predict_cli_writes_cog_on_the_input_grid(tmp_path, capsys):
     """`cryonet predict` on a scene that is not a multiple of the tile size: a COG on exactly the input grid."""
     import rasterio
     import torch
+    from test_importance import SIGNAL, make_run, write_group_stack
 
     from cryonet.cli import main
     from cryonet.train import load_model
-    from test_importance import SIGNAL, make_run, write_group_stack
 
     sp, lp = write_group_stack(tmp_path / "scene", size=83)
     run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
     out = tmp_path / "pred.tif"
     probs = tmp_path / "probs.tif"
-    rc = main(["-q", "predict", "--checkpoint", str(run / "best.pt"), "--stack", str(sp), "--out", str(out),
-               "--probabilities", str(probs), "--tile", "96", "--overlap", "0", "--batch", "2", "--device", "cpu"])
+    rc = main(
+        [
+            "-q",
+            "predict",
+            "--checkpoint",
+            str(run / "best.pt"),
+            "--stack",
+            str(sp),
+            "--out",
+            str(out),
+            "--probabilities",
+            str(probs),
+            "--tile",
+            "96",
+            "--overlap",
+            "0",
+            "--batch",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and "1 windows" in capsys.readouterr().out
     with rasterio.open(sp) as s, rasterio.open(out) as p, rasterio.open(probs) as q:
         assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -272,10 +298,29 @@ def test_predict_cli_writes_cog_on_the_input_grid(tmp_path, capsys):
     assert (pred[~valid] == LABEL_NODATA).all() and (~valid).sum() == 2 * 83
     np.testing.assert_array_equal(pred[valid], direct[valid])
     # default tile (the run's 32 px) with overlap: still exactly the input grid
-    assert main(["-q", "predict", "--checkpoint", str(run), "--stack", str(sp), "--out", str(tmp_path / "b.tif"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--stack",
+                str(sp),
+                "--out",
+                str(tmp_path / "b.tif"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     with rasterio.open(tmp_path / "b.tif") as p:
         assert p.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and p.shape == (83, 83)
         assert p.transform == s.transform
-    assert main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--stack", str(sp), "--out",
-                 str(tmp_path / "c.tif")]) == 1
+    assert (
+        main(
+            ["predict", "--checkpoint", str(tmp_path / "none.pt"), "--stack", str(sp), "--out", str(tmp_path / "c.tif")]
+        )
+        == 1
+    )

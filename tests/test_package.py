@@ -10,9 +10,10 @@ from cryonet.regions import REGIONS, get_region
 
 
 def test_import_smp_next_to_cpu_torch():
-    import cryonet._torch_compat  # noqa: F401
     import segmentation_models_pytorch as smp
     import torch
+
+    import cryonet._torch_compat  # noqa: F401
 
     model = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, in_channels=5, classes=4)
     model.eval()

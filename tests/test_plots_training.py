@@ -32,8 +32,14 @@ def split() -> Split:
     # two groups of test tiles: three adjacent tiles at the top left, one isolated tile at the bottom right
     test = [_tile(0, 0), _tile(0, 16), _tile(16, 0), _tile(48, 48)]
     train = [_tile(32, 0), _tile(32, 16)]
-    return Split({"train": train, "val": [_tile(0, 48)], "test": test}, {}, {"block_size_m": 160.0},
-                 CRS.from_epsg(32645).to_wkt(), (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_130_000.0), (SIZE, SIZE))
+    return Split(
+        {"train": train, "val": [_tile(0, 48)], "test": test},
+        {},
+        {"block_size_m": 160.0},
+        CRS.from_epsg(32645).to_wkt(),
+        (10.0, 0.0, 500_000.0, 0.0, -10.0, 3_130_000.0),
+        (SIZE, SIZE),
+    )
 
 
 @pytest.fixture
@@ -44,8 +50,12 @@ def rasters(tmp_path):
     pred = ref.copy()
     pred[:8, :8] = 0
     grid = Grid(CRS.from_epsg(32645), Affine(10, 0, 500_000.0, 0, -10, 3_130_000.0), SIZE, SIZE)
-    return (write_raster(tmp_path / "ref.tif", ref, grid, nodata=LABEL_NODATA),
-            write_raster(tmp_path / "pred.tif", pred, grid, nodata=LABEL_NODATA), ref, pred)
+    return (
+        write_raster(tmp_path / "ref.tif", ref, grid, nodata=LABEL_NODATA),
+        write_raster(tmp_path / "pred.tif", pred, grid, nodata=LABEL_NODATA),
+        ref,
+        pred,
+    )
 
 
 def test_error_map_categories():
@@ -65,8 +75,14 @@ def test_split_region_is_the_largest_group_of_test_tiles(split):
 
 
 def test_plot_history_one_and_several_runs():
-    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.2, 0.9, 0.7], "val_loss": [1.1, 0.95, 1.0],
-                         "val_miou_glacier": [0.3, 0.5, 0.45]})
+    hist = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.2, 0.9, 0.7],
+            "val_loss": [1.1, 0.95, 1.0],
+            "val_miou_glacier": [0.3, 0.5, 0.45],
+        }
+    )
     fig = plots.plot_history(hist, title="one")
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert len(fig.axes[0].lines) == 2 and fig.axes[1].lines[0].get_ydata().tolist() == [0.3, 0.5, 0.45]
@@ -103,8 +119,10 @@ def test_plot_prediction_and_error_maps(rasters, split):
 
 
 def test_plot_class_scores():
-    t = pd.DataFrame({"iou": [0.9, 0.5, 0.2, np.nan], "iou_low": [0.85, 0.4, 0.1, np.nan],
-                      "iou_high": [0.95, 0.6, 0.3, np.nan]}, index=["background", "clean_ice", "debris", "lake"])
+    t = pd.DataFrame(
+        {"iou": [0.9, 0.5, 0.2, np.nan], "iou_low": [0.85, 0.4, 0.1, np.nan], "iou_high": [0.95, 0.6, 0.3, np.nan]},
+        index=["background", "clean_ice", "debris", "lake"],
+    )
     fig = plots.plot_class_scores({"a": t, "b": t})
     ax = fig.axes[0]
     assert isinstance(fig, Figure) and len(ax.patches) == 6

@@ -26,8 +26,9 @@ UTM44 = "EPSG:32644"
 
 
 def _grid(epsg: str, left: float, top: float, res: float, width: int, height: int) -> Grid:
-    return Grid(crs=rasterio.crs.CRS.from_string(epsg), transform=from_origin(left, top, res, res), width=width,
-                height=height)
+    return Grid(
+        crs=rasterio.crs.CRS.from_string(epsg), transform=from_origin(left, top, res, res), width=width, height=height
+    )
 
 
 def _reference(src_path: Path, grid: Grid, resampling: Resampling, src_nodata=None) -> np.ndarray:
@@ -36,8 +37,17 @@ def _reference(src_path: Path, grid: Grid, resampling: Resampling, src_nodata=No
         data = src.read(1).astype("float64")
         nod = src.nodata if src_nodata is None else src_nodata
         out = np.full(grid.shape, np.nan, "float64")
-        reproject(data, out, src_transform=src.transform, src_crs=src.crs, src_nodata=nod, dst_transform=grid.transform,
-                  dst_crs=grid.crs, dst_nodata=np.nan, resampling=resampling)
+        reproject(
+            data,
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            src_nodata=nod,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            dst_nodata=np.nan,
+            resampling=resampling,
+        )
     return out
 
 
@@ -117,8 +127,18 @@ def test_read_mask_combines_nodata_and_internal_mask(tmp_path):
     data[0, 0, 0] = 0  # nodata
     path = tmp_path / "m.tif"
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1, dtype="uint8", crs=UTM45,
-                           transform=from_origin(5e5, 3.1e6, 10, 10), nodata=0) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=16,
+            height=16,
+            count=1,
+            dtype="uint8",
+            crs=UTM45,
+            transform=from_origin(5e5, 3.1e6, 10, 10),
+            nodata=0,
+        ) as dst:
             dst.write(data)
             mask = np.full((16, 16), 255, "uint8")
             mask[10:, :] = 0  # internally masked rows
@@ -157,8 +177,11 @@ def test_iter_windows_partition_and_halo():
         np.testing.assert_array_equal(block[raster.halo_slices(core, outer)], field[core.toslices()])
         if core.row_off > 0:
             assert core.row_off - outer.row_off == 3
-    unclipped = list(raster.iter_windows(Grid(rasterio.crs.CRS.from_string(UTM45), from_origin(0, 0, 1, 1), 50, 37),
-                                         16, overlap=3, clip=False))
+    unclipped = list(
+        raster.iter_windows(
+            Grid(rasterio.crs.CRS.from_string(UTM45), from_origin(0, 0, 1, 1), 50, 37), 16, overlap=3, clip=False
+        )
+    )
     assert unclipped[0].row_off == -3 and unclipped[0].col_off == -3 and unclipped[0].height == 22
 
 
@@ -196,8 +219,19 @@ def test_check_raster_truncated(tmp_path, tiled):
     path = tmp_path / "full.tif"
     rng = np.random.default_rng(1)
     kw = {"tiled": True, "blockxsize": 16, "blockysize": 16} if tiled else {}
-    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32", crs=UTM45,
-                       transform=from_origin(5e5, 3.1e6, 10, 10), compress="deflate", **kw) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=2,
+        dtype="float32",
+        crs=UTM45,
+        transform=from_origin(5e5, 3.1e6, 10, 10),
+        compress="deflate",
+        **kw,
+    ) as dst:
         dst.write(rng.random((2, 64, 64)).astype("float32"))
     raster.check_raster(path)  # the complete file passes
     cut = tmp_path / "cut.tif"
@@ -317,8 +351,17 @@ def test_windowed_align_equals_whole_reproject(make_raster, tmp_path, monkeypatc
 def test_tiled_output_windows_round_to_tiles(tmp_path):
     # A grid larger than one 256-px tile: the output is tiled and windows are whole tiles.
     src = tmp_path / "big_src.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=200, height=160, count=1, dtype="float32", crs=UTM44,
-                       transform=from_origin(880_000.0, 3_150_000.0, 30.0, 30.0)) as dst:
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=200,
+        height=160,
+        count=1,
+        dtype="float32",
+        crs=UTM44,
+        transform=from_origin(880_000.0, 3_150_000.0, 30.0, 30.0),
+    ) as dst:
         dst.write(_smooth(160, 200, seed=5), 1)
     (x45,), (y45,) = transform(UTM44, UTM45, [880_000.0], [3_150_000.0])
     grid = _grid(UTM45, round(x45), round(y45), 10.0, 600, 300)
@@ -465,25 +508,49 @@ def _tiny_scene(root: Path) -> tuple[Scene, dict[str, np.ndarray]]:
         _write(root / files[band], dn, UTM45, from_origin(left, top, res, res), nodata=0 if band != "B2" else None)
     (lon0, lon1), (lat1, lat0) = transform(UTM45, "EPSG:4326", [left - 200, left + 520], [top + 200, top - 520])
     dem = np.linspace(4000, 5000, 40 * 40).reshape(40, 40).astype("int16")
-    _write(root / "dem.tif", dem, "EPSG:4326",
-           rasterio.transform.from_bounds(lon0, lat0, lon1, lat1, 40, 40), nodata=None)
+    _write(
+        root / "dem.tif", dem, "EPSG:4326", rasterio.transform.from_bounds(lon0, lat0, lon1, lat1, 40, 40), nodata=None
+    )
     _write(root / "coh.tif", rng.random((16, 16)).astype("float32"), UTM45, from_origin(left, top, 20, 20))
-    _write(root / "phase.tif", rng.uniform(-np.pi, np.pi, (16, 16)).astype("float32"), UTM45,
-           from_origin(left, top, 20, 20))
+    _write(
+        root / "phase.tif",
+        rng.uniform(-np.pi, np.pi, (16, 16)).astype("float32"),
+        UTM45,
+        from_origin(left, top, 20, 20),
+    )
     gl = gpd.GeoDataFrame(geometry=[box(left, top - 320, left + 160, top)], crs=UTM45)  # cols 0-15
     db = gpd.GeoDataFrame(geometry=[box(left + 100, top - 320, left + 200, top)], crs=UTM45)  # cols 10-19
     lk = gpd.GeoDataFrame(geometry=[box(left + 250, top - 100, left + 300, top - 50)], crs=UTM45)  # 5x5
     _gpkg(root / "ref.gpkg", {"glaciers": gl, "debris": db, "lakes": lk})
-    doc = {"region": "poiqu", "synthetic": True, "s2": files, "dem": "dem.tif", "coherence": "coh.tif",
-           "phase": "phase.tif", "labels": "ref.gpkg", "sun_azimuth_deg": 150.0, "sun_elevation_deg": 50.0}
+    doc = {
+        "region": "poiqu",
+        "synthetic": True,
+        "s2": files,
+        "dem": "dem.tif",
+        "coherence": "coh.tif",
+        "phase": "phase.tif",
+        "labels": "ref.gpkg",
+        "sun_azimuth_deg": 150.0,
+        "sun_elevation_deg": 50.0,
+    }
     (root / "scene.json").write_text(json.dumps(doc))
     return Scene.load(root), dns
 
 
 def _write(path: Path, arr: np.ndarray, crs: str, tr, nodata=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1, dtype=arr.dtype,
-                       crs=crs, transform=tr, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[1],
+        height=arr.shape[0],
+        count=1,
+        dtype=arr.dtype,
+        crs=crs,
+        transform=tr,
+        nodata=nodata,
+    ) as dst:
         dst.write(arr, 1)
 
 
@@ -545,8 +612,12 @@ def test_realdata_custom_tm_dem_to_utm(realdata, tmp_path):
     sx, sy = transform("EPSG:32632", src_crs, xs, ys)
     sx, sy = np.reshape(sx, (height, width)), np.reshape(sy, (height, width))
     res = 46.0 * 1.5
-    inside = (sx > src_bounds.left + res) & (sx < src_bounds.right - res) & (sy > src_bounds.bottom + res) & (
-        sy < src_bounds.top - res)
+    inside = (
+        (sx > src_bounds.left + res)
+        & (sx < src_bounds.right - res)
+        & (sy > src_bounds.bottom + res)
+        & (sy < src_bounds.top - res)
+    )
     outside = (sx < src_bounds.left) | (sx > src_bounds.right) | (sy < src_bounds.bottom) | (sy > src_bounds.top)
     assert np.isfinite(got[inside]).all() and np.isnan(got[outside]).all()
     assert outside.sum() > 1000

@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 from cryonet.constants import LAYER_GROUPS, S2_BANDS
 from cryonet.features.pca import PCATransform
 from cryonet.features.stack import (
+    TextureSettings,
     build_stack,
     build_stack_dask,
     class_table,
@@ -23,7 +24,6 @@ from cryonet.features.stack import (
     select_layers,
     separability,
     separability_by_group,
-    TextureSettings,
     stack_layers,
 )
 from cryonet.raster import Grid, write_raster
@@ -196,7 +196,9 @@ def test_select_drop_permute_by_group(full_stack):
     table = read_layer_table(full_stack.path)
     data, _, _ = _read(full_stack.path)
     idx = select_layers(table, groups=["terrain"])
-    assert list(table["layer"].iloc[idx]) == [n for n, g in zip(table["layer"], table["group"]) if g == "terrain"]
+    assert list(table["layer"].iloc[idx]) == [
+        n for n, g in zip(table["layer"], table["group"], strict=False) if g == "terrain"
+    ]
     keep = select_layers(table, drop=["texture", "s2"])
     assert not set(table["group"].iloc[keep]) & {"texture", "s2"} and len(keep) == len(table) - sum(
         table["group"].isin(["texture", "s2"])
@@ -309,8 +311,22 @@ def test_cli_features(scene, tmp_path, capsys):
     from cryonet.cli import main
 
     out = tmp_path / "cli.tif"
-    rc = main(["-q", "features", "--scene", str(scene.root), "--out", str(out), "--groups", "s2", "indices", "pca",
-               "--block", "32"])
+    rc = main(
+        [
+            "-q",
+            "features",
+            "--scene",
+            str(scene.root),
+            "--out",
+            str(out),
+            "--groups",
+            "s2",
+            "indices",
+            "pca",
+            "--block",
+            "32",
+        ]
+    )
     assert rc == 0 and "feature stack" in capsys.readouterr().out
     table = read_layer_table(out)
     assert list(dict.fromkeys(table["group"])) == ["s2", "indices", "pca"]

@@ -28,8 +28,9 @@ SMALL = 256
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scene]:
     """One small written scene per region (seed 0)."""
     root = tmp_path_factory.mktemp("synth")
-    return {name: generate_scene(name, root / name, size=SMALL, seed=0, progress=False)
-            for name in ("poiqu", "montblanc")}
+    return {
+        name: generate_scene(name, root / name, size=SMALL, seed=0, progress=False) for name in ("poiqu", "montblanc")
+    }
 
 
 def _rasterise(scene: Scene, shape: tuple[int, int], transform, crs) -> np.ndarray:
@@ -38,8 +39,9 @@ def _rasterise(scene: Scene, shape: tuple[int, int], transform, crs) -> np.ndarr
     for layer, cls in LABEL_LAYERS.items():
         gdf = gpd.read_file(scene.labels, layer=layer)
         if len(gdf):
-            rasterio.features.rasterize(((g, CLASS_IDS[cls]) for g in gdf.to_crs(crs).geometry), out=out,
-                                        transform=transform)
+            rasterio.features.rasterize(
+                ((g, CLASS_IDS[cls]) for g in gdf.to_crs(crs).geometry), out=out, transform=transform
+            )
     return out
 
 
@@ -51,8 +53,15 @@ def _features_on_10m(scene: Scene) -> dict[str, np.ndarray]:
     def warp(path: Path, resampling: rasterio.warp.Resampling) -> np.ndarray:
         out = np.full(shape, np.nan, dtype=np.float32)
         with rasterio.open(path) as src:
-            rasterio.warp.reproject(rasterio.band(src, 1), out, src_nodata=src.nodata, dst_transform=transform,
-                                    dst_crs=crs, dst_nodata=np.nan, resampling=resampling)
+            rasterio.warp.reproject(
+                rasterio.band(src, 1),
+                out,
+                src_nodata=src.nodata,
+                dst_transform=transform,
+                dst_crs=crs,
+                dst_nodata=np.nan,
+                resampling=resampling,
+            )
         return out
 
     feats = {b: warp(scene.s2[b], rasterio.warp.Resampling.nearest) for b in S2_BANDS}
@@ -241,8 +250,9 @@ def test_debris_looks_like_rock_but_not_in_terrain_and_coherence(tmp_path):
     assert smd["coherence"] > 1.0 and smd["slope"] > 1.0, smd
     # The spectral overlap is a property of the generator, not of one realisation: a 3 km scene holds few lithology
     # wavelengths, so its SMD varies from seed to seed (0.0-0.6 over seeds 0-5); average three scenes.
-    spectral = np.mean([[_smd(f[b][d], f[b][r]) for b in S2_BANDS] for f, d, r in _debris_and_rock(size, (0, 1, 2))],
-                       axis=0)
+    spectral = np.mean(
+        [[_smd(f[b][d], f[b][r]) for b in S2_BANDS] for f, d, r in _debris_and_rock(size, (0, 1, 2))], axis=0
+    )
     assert sum(s < 0.5 for s in spectral) >= 7, spectral  # most bands overlap strongly
     assert max(spectral) < 1.0, spectral
     # Direction: debris is less coherent and flatter than rock; debris is more coherent than clean ice.
@@ -325,12 +335,20 @@ def _twin_features(twin) -> dict[str, np.ndarray]:
         feats[band] = a if band in S2_BANDS_10M else np.repeat(np.repeat(a, 2, 0), 2, 1)[:n, :n]
     m = (twin.grid10.transform.c - twin.grid_insar.transform.c) / 40.0
     assert m == int(m)
-    coh = twin.coherence[int(m):, int(m):]
+    coh = twin.coherence[int(m) :, int(m) :]
     feats["coherence"] = np.repeat(np.repeat(coh, 4, 0), 4, 1)[:n, :n]
     dem = np.full(twin.grid10.shape, np.nan, dtype=np.float32)
-    rasterio.warp.reproject(twin.dem, dem, src_transform=twin.grid_dem.transform, src_crs=twin.grid_dem.crs,
-                            src_nodata=-32767, dst_transform=twin.grid10.transform, dst_crs=twin.grid10.crs,
-                            dst_nodata=np.nan, resampling=rasterio.warp.Resampling.bilinear)
+    rasterio.warp.reproject(
+        twin.dem,
+        dem,
+        src_transform=twin.grid_dem.transform,
+        src_crs=twin.grid_dem.crs,
+        src_nodata=-32767,
+        dst_transform=twin.grid10.transform,
+        dst_crs=twin.grid10.crs,
+        dst_nodata=np.nan,
+        resampling=rasterio.warp.Resampling.bilinear,
+    )
     gy, gx = np.gradient(dem.astype(np.float64), 10.0)
     feats["slope"] = np.degrees(np.arctan(np.hypot(gx, gy)))
     return feats
@@ -419,9 +437,16 @@ def test_coherence_estimator_separates_rock_and_water():
     surface = np.full(shape, Surface.BEDROCK, dtype=np.uint8)
     surface[:, 32:] = Surface.LAKE
     zeros = np.zeros(shape, dtype=np.float32)
-    field = GlacierField(z=zeros + 3000, surface=surface, classes=np.zeros(shape, np.uint8),
-                         glacier_id=np.zeros(shape, np.int32), lake_id=np.zeros(shape, np.int32), lake_types={},
-                         velocity=zeros, veg_fraction=zeros)
+    field = GlacierField(
+        z=zeros + 3000,
+        surface=surface,
+        classes=np.zeros(shape, np.uint8),
+        glacier_id=np.zeros(shape, np.int32),
+        lake_id=np.zeros(shape, np.int32),
+        lake_types={},
+        velocity=zeros,
+        veg_fraction=zeros,
+    )
     ifg = simulate_pair(field, look_azimuth_deg=78.0, rng=np.random.default_rng(0))
     assert ifg.coherence.shape == (16, 16)
     # Rock: true coherence 0.85 (+-10 %), estimated from 16 looks. Water: true ~0.04, but a 16-look estimate of
@@ -467,6 +492,7 @@ def test_debris_propensity_controls_debris_cover():
 @pytest.mark.realdata
 def test_default_poiqu_resembles_real_glacier_terrain_and_lakes(realdata):
     """Against real references: Liligo Glacier debris/clean labels on SRTM (30 m) and the HKH 2020 Sun Koshi lakes."""
+
     def smd30(z: np.ndarray, labels: np.ndarray, res: float) -> tuple[float, float, float]:
         gy, gx = np.gradient(z.astype(np.float64), res)
         slope = np.degrees(np.arctan(np.hypot(gx, gy)))

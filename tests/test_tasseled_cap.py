@@ -67,9 +67,14 @@ def test_nan_propagates_and_missing_band_refused():
 
 def test_snow_brighter_than_rock_and_vegetation_greener():
     """Physical sanity: snow is the brightest surface; vegetation has positive greenness, bare rock negative."""
-    snow = dict(zip(PUBLISHED, [0.9] * 10 + [0.1, 0.05, 0.8]))
+    snow = dict(zip(PUBLISHED, [0.9] * 10 + [0.1, 0.05, 0.8], strict=False))
     rock = {b: np.array(0.2) for b in PUBLISHED}
-    veg = {b: np.array(v) for b, v in zip(PUBLISHED, [0.03, 0.03, 0.06, 0.03, 0.1, 0.3, 0.4, 0.42, 0.4, 0.01, 0.2, 0.1, 0.43])}
+    veg = {
+        b: np.array(v)
+        for b, v in zip(
+            PUBLISHED, [0.03, 0.03, 0.06, 0.03, 0.1, 0.3, 0.4, 0.42, 0.4, 0.01, 0.2, 0.1, 0.43], strict=False
+        )
+    }
     snow = {b: np.array(v) for b, v in snow.items()}
     assert tasseled_cap(snow)["tc_brightness"] > tasseled_cap(rock)["tc_brightness"]
     assert tasseled_cap(veg)["tc_greenness"] > 0 > tasseled_cap(rock)["tc_greenness"]

@@ -49,8 +49,16 @@ def _reproject_to_utm32n(src_path: Path, dst_path: Path) -> Path:
             dst_nodata=-9999.0,
             resampling=Resampling.bilinear,
         )
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
-               "crs": "EPSG:32632", "transform": transform, "nodata": -9999.0}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "float32",
+        "crs": "EPSG:32632",
+        "transform": transform,
+        "nodata": -9999.0,
+    }
     with rasterio.open(dst_path, "w", **profile) as out:
         out.write(dst, 1)
     return dst_path
@@ -84,8 +92,13 @@ def test_matches_gdaldem_on_real_dems(real_dem: Path, tmp_path: Path) -> None:
     border[[0, -1], :] = True
     border[:, [0, -1]] = True
 
-    for mode, layer in [("slope", "slope"), ("aspect", "aspect"), ("hillshade", "hillshade"), ("TPI", "tpi"),
-                        ("roughness", "roughness")]:
+    for mode, layer in [
+        ("slope", "slope"),
+        ("aspect", "aspect"),
+        ("hillshade", "hillshade"),
+        ("TPI", "tpi"),
+        ("roughness", "roughness"),
+    ]:
         ref, ref_nodata = _gdaldem(mode, real_dem, tmp_path / f"{mode}.tif")
         mine = ours[layer].astype(np.float64)
         # Nodata equivalence: gdaldem's nodata cells (edges, windows touching voids, and for aspect flat cells) are
@@ -154,8 +167,12 @@ def test_tilted_plane_has_analytic_slope_aspect_hillshade(a: float, b: float) ->
 
 def test_cardinal_aspects_follow_gdal_convention() -> None:
     x, y = _coords((5, 5), (10.0, 10.0))
-    facing = {"north": (0.0, -1.0, 0.0), "east": (-1.0, 0.0, 90.0), "south": (0.0, 1.0, 180.0),
-              "west": (1.0, 0.0, 270.0)}
+    facing = {
+        "north": (0.0, -1.0, 0.0),
+        "east": (-1.0, 0.0, 90.0),
+        "south": (0.0, 1.0, 180.0),
+        "west": (1.0, 0.0, 270.0),
+    }
     for name, (a, b, expected) in facing.items():
         aspect = terrain_layers(a * x + b * y, (10.0, 10.0), layers=("aspect",))["aspect"][2, 2]
         assert aspect == pytest.approx(expected, abs=1e-4), name
@@ -312,8 +329,7 @@ def test_terrain_file_blocks_equal_whole_array(make_raster, tmp_path: Path) -> N
     dem = _random_dem((45, 38)).astype(np.float32)
     dem[20:23, 5:9] = -9999.0
     path = make_raster("dem.tif", dem, epsg=32645, res=30.0, nodata=-9999.0)
-    out = terrain_file(path, tmp_path / "terrain.tif", block=16, progress=False, sun_azimuth=200.0,
-                       tpi_radii=(75.0,))
+    out = terrain_file(path, tmp_path / "terrain.tif", block=16, progress=False, sun_azimuth=200.0, tpi_radii=(75.0,))
     whole = terrain_layers(dem, (30.0, 30.0), nodata_mask=dem == -9999.0, sun_azimuth=200.0, tpi_radii=(75.0,))
     with rasterio.open(out) as ds:
         assert ds.descriptions == (*TERRAIN_LAYERS, "tpi_75m")
@@ -333,8 +349,13 @@ def test_dask_equals_numpy() -> None:
     mask[25, 3] = True
     res = (20.0, 30.0)
     ref = terrain_layers(dem, res, tpi_radii=(65.0,), sun_azimuth=100.0, nodata_mask=mask)
-    lazy = terrain_layers_dask(da.from_array(dem, chunks=(13, 17)), res, tpi_radii=(65.0,), sun_azimuth=100.0,
-                               nodata_mask=da.from_array(mask, chunks=(20, 20)))
+    lazy = terrain_layers_dask(
+        da.from_array(dem, chunks=(13, 17)),
+        res,
+        tpi_radii=(65.0,),
+        sun_azimuth=100.0,
+        nodata_mask=da.from_array(mask, chunks=(20, 20)),
+    )
     assert np.isnan(ref["slope"][24:27, 2:5]).all()
     assert list(lazy) == list(ref)
     for name, arr in lazy.items():
@@ -358,8 +379,9 @@ def test_cli_writes_band_descriptions(make_raster, tmp_path: Path) -> None:
 def test_geographic_dem_is_refused(make_raster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cryonet.cli import main
 
-    path = make_raster("dem_wgs84.tif", _random_dem((10, 10)).astype(np.float32), epsg=4326, res=0.00083,
-                       origin=(10.6, 46.9))
+    path = make_raster(
+        "dem_wgs84.tif", _random_dem((10, 10)).astype(np.float32), epsg=4326, res=0.00083, origin=(10.6, 46.9)
+    )
     out = tmp_path / "never.tif"
     with pytest.raises(RasterError, match="dem_wgs84.tif.*geographic.*cryonet align"):
         terrain_file(path, out, progress=False)

@@ -26,8 +26,9 @@ def skimage_reference(q, window, levels, distances, angles, features=ALL_FEATURE
     rad = np.deg2rad(angles)
     for y in range(r, q.shape[0] - r):
         for x in range(r, q.shape[1] - r):
-            P = graycomatrix(q[y - r : y + r + 1, x - r : x + r + 1], distances, rad, levels, symmetric=True,
-                             normed=True)
+            P = graycomatrix(
+                q[y - r : y + r + 1, x - r : x + r + 1], distances, rad, levels, symmetric=True, normed=True
+            )
             for f, name in enumerate(features):
                 out[f, y, x] = graycoprops(P, name).mean()
     return out
@@ -251,8 +252,7 @@ def test_texture_file_integer_band_and_errors(make_raster, tmp_path):
     rng = np.random.default_rng(7)
     q = rng.integers(0, 8, size=(2, 20, 21)).astype(np.uint8)
     src = make_raster("q.tif", q)
-    out = texture_file(src, tmp_path / "t.tif", band=2, levels=8, distance=2, angles=(0, 90), block=8,
-                       progress=False)
+    out = texture_file(src, tmp_path / "t.tif", band=2, levels=8, distance=2, angles=(0, 90), block=8, progress=False)
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(), glcm_features(q[1], levels=8, distances=(2,), angles=(0, 90)))
     with pytest.raises(RasterError, match="band 3"):
@@ -269,8 +269,26 @@ def test_cli_texture(make_raster, tmp_path, capsys):
     data = rng.uniform(0, 1, size=(25, 30)).astype(np.float32)
     src = make_raster("in.tif", data)
     dst = tmp_path / "out.tif"
-    rc = main(["-q", "texture", str(src), str(dst), "--window", "5", "--levels", "8", "--angles", "0,90",
-               "--distance", "2", "--vmin", "0", "--vmax", "1"])
+    rc = main(
+        [
+            "-q",
+            "texture",
+            str(src),
+            str(dst),
+            "--window",
+            "5",
+            "--levels",
+            "8",
+            "--angles",
+            "0,90",
+            "--distance",
+            "2",
+            "--vmin",
+            "0",
+            "--vmax",
+            "1",
+        ]
+    )
     assert rc == 0 and str(dst) in capsys.readouterr().out
     with rasterio.open(dst) as ds:
         expected = glcm_features(data, window=5, levels=8, distances=(2,), angles=(0, 90), vmin=0.0, vmax=1.0)

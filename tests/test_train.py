@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_datasets import write_twin
 
 from cryonet import train as T
-from test_datasets import write_twin
 
 #: Tiny profile overrides: 32 px tiles with 50 % overlap, 640 m blocks, 3 epochs, batch 4.
 TINY = {
@@ -156,7 +156,8 @@ def test_epoch_sampler_shards_without_overlap_and_is_seeded():
     draws = list(T._EpochSampler(10, heavy, torch.Generator().manual_seed(0), T._Dist()))
     assert len(draws) == 10 and draws.count(9) >= 3
     assert list(T._EpochSampler(10, w, torch.Generator().manual_seed(5), T._Dist())) == list(
-        T._EpochSampler(10, w, torch.Generator().manual_seed(5), T._Dist()))
+        T._EpochSampler(10, w, torch.Generator().manual_seed(5), T._Dist())
+    )
 
 
 def test_resolve_device_and_profile():
@@ -178,8 +179,16 @@ def test_training_learns_and_writes_a_complete_run(run_a):
     assert losses[-1] < losses[0]
     assert all(h["encoder"] == "resnet18" for h in res.history)
     d = res.run_dir
-    for name in ("last.pt", "best.pt", "history.csv", "history.json", "split.json", "split.gpkg",
-                 "normalizer.json", "run.json"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "history.csv",
+        "history.json",
+        "split.json",
+        "split.gpkg",
+        "normalizer.json",
+        "run.json",
+    ):
         assert (d / name).is_file(), name
     ck = torch.load(d / "last.pt", weights_only=True)  # plain torch.load with weights_only works
     assert ck["epoch"] == 3 and ck["encoder"] == "resnet18" and ck["model"] == "cryonet"
@@ -270,7 +279,8 @@ def test_evaluate_writes_metrics_with_intervals(run_a):
             assert saved["class_ci"][c][col] == (None if np.isnan(v) else pytest.approx(v)), (c, col)
     # ... and the summary intervals those of bootstrap_ci with the same seed
     assert (ci["estimate"], ci["low"], ci["high"]) == metrics.bootstrap_ci(
-        cms, lambda m: metrics.summary(m)["miou_glacier"], n_boot=200, seed=seed)
+        cms, lambda m: metrics.summary(m)["miou_glacier"], n_boot=200, seed=seed
+    )
 
     # each per-tile matrix = scikit-learn's confusion matrix of an independent prediction of the first batch of
     # tiles (read with rasterio, normalised by hand from normalizer.json, nodata rule written out here)
@@ -298,8 +308,24 @@ def test_cli_train_and_evaluate(twin, tmp_path, capsys, monkeypatch):
     sp, lp = twin
     tiny = config.get_profile("ci").replace(**TINY).replace(epochs=1)
     monkeypatch.setitem(config.PROFILES, "tiny", tiny)
-    rc = cli.main(["-q", "train", "--stack", str(sp), "--labels", str(lp), "--model", "unet", "--profile", "tiny",
-                   "--out", str(tmp_path / "run"), "--device", "cpu"])
+    rc = cli.main(
+        [
+            "-q",
+            "train",
+            "--stack",
+            str(sp),
+            "--labels",
+            str(lp),
+            "--model",
+            "unet",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "unet (encoder resnet18) finished after 1 epochs" in out
@@ -315,7 +341,8 @@ def test_cli_train_and_evaluate(twin, tmp_path, capsys, monkeypatch):
 def test_ddp_two_cpu_processes(twin, tmp_path):
     sp, lp = twin
     script = tmp_path / "ddp_train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         from cryonet import train
         tiny = json.loads({json.dumps(json.dumps(TINY))})
@@ -325,11 +352,15 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
         rank = os.environ["RANK"]
         with open({str(tmp_path)!r} + f"/result_{{rank}}.json", "w") as fh:
             json.dump({{"epochs": res.epochs_run, "best": res.best_score, "world": os.environ["WORLD_SIZE"]}}, fh)
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"result_{r}.json").read_text()) for r in (0, 1)]

@@ -8,26 +8,40 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 import torch
 from rasterio.windows import Window
+from test_datasets import TWIN_LAYERS, write_twin
 
-from cryonet import metrics, models
+from cryonet import metrics, models, transfer
 from cryonet import train as T
-from cryonet import transfer
 from cryonet.constants import CLASSES, LABEL_NODATA
 from cryonet.datasets import Normalizer, Split, Tile, invalid_pixels, scan_tiles, sidecar_path
 from cryonet.inference import predict_raster
 from cryonet.raster import Grid, write_raster
-from test_datasets import TWIN_LAYERS, twin_grid, write_twin
 
-GROUPS = {"B2": "s2", "B3": "s2", "B8": "s2", "B11": "s2", "ndsi": "indices", "slope": "terrain",
-          "aspect_sin": "terrain", "aspect_cos": "terrain"}
+GROUPS = {
+    "B2": "s2",
+    "B3": "s2",
+    "B8": "s2",
+    "B11": "s2",
+    "ndsi": "indices",
+    "slope": "terrain",
+    "aspect_sin": "terrain",
+    "aspect_cos": "terrain",
+}
 #: Tiny run: U-Net with a ResNet-18 encoder, 32 px tiles, 1 epoch.
-TINY = {"tile_size": 32, "tile_stride": 16, "epochs": 1, "batch_size": 4, "lr": 5e-3, "max_train_tiles": None,
-        "encoder": "resnet18", "split": {"block_size_m": 640.0, "buffer_m": 0.0}}
+TINY = {
+    "tile_size": 32,
+    "tile_stride": 16,
+    "epochs": 1,
+    "batch_size": 4,
+    "lr": 5e-3,
+    "max_train_tiles": None,
+    "encoder": "resnet18",
+    "split": {"block_size_m": 640.0, "buffer_m": 0.0},
+}
 
 
 def _write_sidecar(stack: Path) -> None:
@@ -205,8 +219,9 @@ def test_check_feature_settings_refuses_other_pca_and_layers(regions, tmp_path):
     assert transfer.check_feature_settings(sa, sb)["pca"] == "same"
     with rasterio.open(sp) as src:
         x = src.read()[:7]
-    other = write_raster(tmp_path / "seven.tif", x, Grid.from_file(sp), nodata=float("nan"),
-                         descriptions=TWIN_LAYERS[:7])
+    other = write_raster(
+        tmp_path / "seven.tif", x, Grid.from_file(sp), nodata=float("nan"), descriptions=TWIN_LAYERS[:7]
+    )
     with pytest.raises(transfer.TransferError, match="layers"):
         transfer.check_feature_settings(sp, other)
 
@@ -246,13 +261,31 @@ def test_apply_source_model_uses_source_normaliser_unchanged(regions, source_run
     assert res["normalizer"]["mean"] == pytest.approx(src_norm.mean.tolist())
     # the prediction is that of the source statistics, and not that of statistics refitted on the target
     model, _, _ = T.load_model(source_run)
-    same = predict_raster(tp, tmp_path / "same.tif", model=model, normalizer=src_norm, tile_size=32, batch_size=4,
-                          device="cpu", cog=False, progress=False)
+    same = predict_raster(
+        tp,
+        tmp_path / "same.tif",
+        model=model,
+        normalizer=src_norm,
+        tile_size=32,
+        batch_size=4,
+        device="cpu",
+        cog=False,
+        progress=False,
+    )
     tiles = scan_tiles(tp, tl, 32, 32, progress=False)
     refit = Normalizer.fit(tp, [t.window for t in tiles], seed=0, progress=False)
     assert abs(refit.mean[TWIN_LAYERS.index("B8")] - src_norm.mean[TWIN_LAYERS.index("B8")]) > 0.2
-    other = predict_raster(tp, tmp_path / "refit.tif", model=model, normalizer=refit, tile_size=32, batch_size=4,
-                           device="cpu", cog=False, progress=False)
+    other = predict_raster(
+        tp,
+        tmp_path / "refit.tif",
+        model=model,
+        normalizer=refit,
+        tile_size=32,
+        batch_size=4,
+        device="cpu",
+        cog=False,
+        progress=False,
+    )
     with rasterio.open(res["prediction"]) as a, rasterio.open(same.labels) as b, rasterio.open(other.labels) as c:
         pa, pb, pc = a.read(1), b.read(1), c.read(1)
     np.testing.assert_array_equal(pa, pb)
@@ -274,35 +307,57 @@ def test_init_checkpoint_loads_the_source_weights(regions, source_run, tmp_path,
     src = torch.load(source_run / "best.pt", weights_only=True)["model_state"]
     # no optimiser step: after one epoch the parameters are still the initial ones (BatchNorm buffers move)
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
-    res = T.train(tp, tl, tmp_path / "ft", model="unet", profile="ci", progress=False, init_checkpoint=source_run,
-                  normalizer=source_run, **TINY)
+    res = T.train(
+        tp,
+        tl,
+        tmp_path / "ft",
+        model="unet",
+        profile="ci",
+        progress=False,
+        init_checkpoint=source_run,
+        normalizer=source_run,
+        **TINY,
+    )
     ft = torch.load(res.run_dir / "last.pt", weights_only=True)
-    params = {n for n, _ in models.create("unet", in_channels=8, encoder="resnet18",
-                                          full_res_head=True).named_parameters()}  # as the ci profile builds it
+    params = {
+        n for n, _ in models.create("unet", in_channels=8, encoder="resnet18", full_res_head=True).named_parameters()
+    }  # as the ci profile builds it
     assert all(torch.equal(ft["model_state"][k], src[k]) for k in params)
     assert ft["init_checkpoint"] == str(source_run / "best.pt")
     assert json.loads((res.run_dir / "run.json").read_text())["normalizer_source"] == "given"
     assert json.loads((res.run_dir / "normalizer.json").read_text()) == json.loads(
-        (source_run / "normalizer.json").read_text())
+        (source_run / "normalizer.json").read_text()
+    )
     # without init_checkpoint the weights are a fresh initialisation
     fresh = T.train(tp, tl, tmp_path / "fresh", model="unet", profile="ci", progress=False, **TINY)
     fw = torch.load(fresh.run_dir / "last.pt", weights_only=True)["model_state"]
     assert not all(torch.equal(fw[k], src[k]) for k in params)
     # another architecture cannot be initialised from it
     with pytest.raises(ValueError, match="architecture or the input layers differ.*model"):
-        T.train(tp, tl, tmp_path / "bad", model="cryonet", profile="ci", progress=False, init_checkpoint=source_run,
-                **TINY)
+        T.train(
+            tp, tl, tmp_path / "bad", model="cryonet", profile="ci", progress=False, init_checkpoint=source_run, **TINY
+        )
     with pytest.raises(ValueError, match="full_res_head: checkpoint True, this run False"):
-        T.train(tp, tl, tmp_path / "bare", model="unet", profile="ci", progress=False, init_checkpoint=source_run,
-                full_res_head=False, **TINY)
+        T.train(
+            tp,
+            tl,
+            tmp_path / "bare",
+            model="unet",
+            profile="ci",
+            progress=False,
+            init_checkpoint=source_run,
+            full_res_head=False,
+            **TINY,
+        )
 
 
 @pytest.mark.slow
 def test_fewshot_finetune_scores_outside_block_and_resumes(regions, source_run, tmp_path):
     _, (tp, tl) = regions
     out = tmp_path / "fewshot"
-    run_dir, res = transfer.fewshot_finetune(source_run, tp, tl, out, n_tiles=4, epochs=2, profile="ci", seed=0,
-                                             device="cpu", progress=False, n_boot=50)
+    run_dir, res = transfer.fewshot_finetune(
+        source_run, tp, tl, out, n_tiles=4, epochs=2, profile="ci", seed=0, device="cpu", progress=False, n_boot=50
+    )
     assert res["status"] == "trained" and run_dir == out
     blk = res["block"]
     w, e = blk["window"], blk["exclusion"]
@@ -324,29 +379,42 @@ def test_fewshot_finetune_scores_outside_block_and_resumes(regions, source_run, 
     np.testing.assert_array_equal(res["finetuned"]["confusion_matrix"], cm)
     assert res["transferred"]["n_pixels"] == res["finetuned"]["n_pixels"] == keep.sum()
     for r0, c0, h, wd in res["finetuned"]["tiles"]:  # no scored tile lies inside the exclusion window
-        inside = (e["row_off"] <= r0 and r0 + h <= e["row_off"] + e["height"]
-                  and e["col_off"] <= c0 and c0 + wd <= e["col_off"] + e["width"])
+        inside = (
+            e["row_off"] <= r0
+            and r0 + h <= e["row_off"] + e["height"]
+            and e["col_off"] <= c0
+            and c0 + wd <= e["col_off"] + e["width"]
+        )
         assert not inside
     src_test = json.loads((source_run / "metrics_test.json").read_text())["summary"]["miou_glacier"]
-    expected = transfer.recovered_fraction(src_test, res["transferred"]["summary"]["miou_glacier"],
-                                           res["finetuned"]["summary"]["miou_glacier"])
+    expected = transfer.recovered_fraction(
+        src_test, res["transferred"]["summary"]["miou_glacier"], res["finetuned"]["summary"]["miou_glacier"]
+    )
     assert (np.isnan(res["recovered"]) and np.isnan(expected)) or res["recovered"] == pytest.approx(expected)
-    assert res["gain"]["estimate"] == pytest.approx(res["finetuned"]["summary"]["miou_glacier"]
-                                                    - res["transferred"]["summary"]["miou_glacier"])
+    assert res["gain"]["estimate"] == pytest.approx(
+        res["finetuned"]["summary"]["miou_glacier"] - res["transferred"]["summary"]["miou_glacier"]
+    )
     # the run used the source statistics and weights, the source profile with the fine-tuning changes
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["normalizer"] == torch.load(source_run / "best.pt", weights_only=True)["normalizer"]
     assert ck["profile"]["epochs"] == 2 and ck["profile"]["early_stopping_patience"] is None
     assert ck["profile"]["lr"] == pytest.approx(TINY["lr"] * transfer.FINETUNE_LR_FACTOR)
     # same settings again: reused, same numbers
-    _, again = transfer.fewshot_finetune(source_run, tp, tl, out, n_tiles=4, epochs=2, profile="ci", seed=0,
-                                         device="cpu", progress=False, n_boot=50)
+    _, again = transfer.fewshot_finetune(
+        source_run, tp, tl, out, n_tiles=4, epochs=2, profile="ci", seed=0, device="cpu", progress=False, n_boot=50
+    )
     assert again["status"] == "reused"
     np.testing.assert_array_equal(again["finetuned"]["confusion_matrix"], res["finetuned"]["confusion_matrix"])
     # an interrupted fine-tuning run resumes to the same weights as the uninterrupted one
     part = tmp_path / "part"
-    kw = {"model": "unet", "profile": ck["profile"], "progress": False, "init_checkpoint": source_run / "best.pt",
-          "normalizer": source_run / "best.pt", "tile_split": split}
+    kw = {
+        "model": "unet",
+        "profile": ck["profile"],
+        "progress": False,
+        "init_checkpoint": source_run / "best.pt",
+        "normalizer": source_run / "best.pt",
+        "tile_split": split,
+    }
     first = T.train(tp, tl, part, stop_after=1, **kw)
     assert not first.finished
     done = T.train(tp, tl, part, resume=True, model="unet", progress=False)

@@ -51,8 +51,10 @@ def insar_layers(coherence: np.ndarray, phase: np.ndarray) -> dict[str, np.ndarr
     coh = np.asarray(coherence)
     ph = np.asarray(phase)
     if coh.shape != ph.shape:
-        raise ValueError(f"coherence shape {coh.shape} and phase shape {ph.shape} differ; align them onto one grid "
-                         "first (`cryonet align`)")
+        raise ValueError(
+            f"coherence shape {coh.shape} and phase shape {ph.shape} differ; align them onto one grid "
+            "first (`cryonet align`)"
+        )
     for name, arr in (("coherence", coh), ("phase", ph)):
         if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
             raise ValueError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
@@ -69,8 +71,9 @@ def _window_shape(window: int | tuple[int, int]) -> tuple[int, int]:
     """``(rows, cols)`` of an odd, centred moving window."""
     size = (window, window) if np.isscalar(window) else tuple(window)  # type: ignore[arg-type]
     if len(size) != 2 or any(int(w) != w or w < 1 or w % 2 == 0 for w in size):
-        raise ValueError(f"window must be an odd positive size (int or (rows, cols)) so that it is centred, "
-                         f"got {window}")
+        raise ValueError(
+            f"window must be an odd positive size (int or (rows, cols)) so that it is centred, got {window}"
+        )
     return int(size[0]), int(size[1])
 
 

@@ -169,9 +169,7 @@ class PCATransform:
         """
         x = np.asarray(bands_array, dtype=np.float64)
         if x.shape[0] != len(self.bands):
-            raise ValueError(
-                f"expected {len(self.bands)} bands {self.bands} along the first axis, got shape {x.shape}"
-            )
+            raise ValueError(f"expected {len(self.bands)} bands {self.bands} along the first axis, got shape {x.shape}")
         shape = x.shape[1:]
         flat = x.reshape(x.shape[0], -1)
         z = (flat - self.mean[:, None]) / (self.scale[:, None] if self.scale is not None else 1.0)

@@ -239,7 +239,9 @@ def stack_layers(
         if group == "s2":
             specs += [
                 LayerSpec(
-                    b, group, "surface reflectance (0-1)",
+                    b,
+                    group,
+                    "surface reflectance (0-1)",
                     f"Sentinel-2 L2A {b}: (DN-1000)/10000 clipped at 0, DN 0 = nodata; bilinear",
                 )  # fmt: skip
                 for b in S2_BANDS
@@ -347,7 +349,6 @@ def _halo(groups: Sequence[str], grid: Grid, texture: TextureSettings, terrain_p
 
         h = max(h, tex.halo(texture.window, texture.distances))
     return int(h)
-
 
 
 class _Readers:
@@ -537,7 +538,7 @@ def _texture_settings(texture_base: str, texture_params: dict[str, Any] | None) 
 
 @contextmanager
 def _phase_cos_sin(phase_path: Path, where: Path) -> Iterator[Path]:
-    """cos and sin of the wrapped phase on the phase's own grid, as a temporary 2-band GeoTIFF in ``where``."""
+    """Cos and sin of the wrapped phase on the phase's own grid, as a temporary 2-band GeoTIFF in ``where``."""
     from cryonet.raster import open_raster
 
     tmpdir = Path(tempfile.mkdtemp(dir=where, prefix=".stack-phase."))
@@ -723,9 +724,7 @@ def _run_build(
         doc = _settings_doc(plan, scene)
         digest = _digest(doc)
         layers_csv, pca_path = sidecar_paths(out_path)
-        texture_range = (
-            (plan.texture.vmin, plan.texture.vmax) if "texture" in plan.groups else None
-        )
+        texture_range = (plan.texture.vmin, plan.texture.vmax) if "texture" in plan.groups else None
         if not overwrite and _existing_is_current(out_path, digest):
             logger.info("%s is up to date (same inputs and settings); kept. overwrite=True rebuilds it", out_path)
             return StackInfo(
@@ -856,9 +855,7 @@ def _stack_dask_array(plan: _Plan, chunk: int) -> Any:
     inputs = da.map_blocks(_read_chunk, plan=plan, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), "f4"))
     depth = {0: 0, 1: plan.halo, 2: plan.halo}
     if plan.halo == 0:
-        return inputs.map_blocks(
-            _compute_chunk, plan=plan, chunks=((len(plan.layers),), *chunks[1:]), dtype=np.float32
-        )
+        return inputs.map_blocks(_compute_chunk, plan=plan, chunks=((len(plan.layers),), *chunks[1:]), dtype=np.float32)
     g = overlap(inputs, depth=depth, boundary="none")
     out = g.map_blocks(_compute_chunk, plan=plan, chunks=((len(plan.layers),), *g.chunks[1:]), dtype=np.float32)
     return trim_internal(out, depth, boundary="none")
@@ -1008,7 +1005,7 @@ def select_layers(
     keep = table["group"].isin(groups) if groups is not None else pd.Series(True, index=table.index)
     if drop:
         keep &= ~table["group"].isin(drop)
-    return (table.loc[keep, "band"].to_numpy(dtype=np.int64) - 1)
+    return table.loc[keep, "band"].to_numpy(dtype=np.int64) - 1
 
 
 def permute_group(
@@ -1050,9 +1047,7 @@ def permute_group(
     return out
 
 
-def drop_groups(
-    array: np.ndarray, table: pd.DataFrame, groups: Sequence[str]
-) -> tuple[np.ndarray, pd.DataFrame]:
+def drop_groups(array: np.ndarray, table: pd.DataFrame, groups: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """Remove the layers of ``groups``: returns the reduced array and its layer table (bands renumbered).
 
     Args:

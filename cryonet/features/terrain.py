@@ -425,8 +425,9 @@ def terrain_file(
             for r in range(0, grid.height, block)
             for c in range(0, grid.width, block)
         ]
-        logger.info("terrain of %s: %d × %d px at %s m, %d block(s)", dem_path, grid.width, grid.height, res,
-                    len(windows))
+        logger.info(
+            "terrain of %s: %d × %d px at %s m, %d block(s)", dem_path, grid.width, grid.height, res, len(windows)
+        )
         # Streaming block writes into an atomic temporary file: write_raster needs the whole stack in memory.
         with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for i, name in enumerate(layers, start=1):

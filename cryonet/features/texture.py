@@ -340,9 +340,20 @@ def _column_add(csb, i, j, sgn, hom_tab):  # noqa: ANN001, ANN202
     csb[4] += sgn * (i * j)
 
 
-def _glcm_rows(  # noqa: ANN202, D103
-    q, offsets, weights, window, levels, sel, need_matrix, hom_tab, ent_tab, inv_scale, n_strips, out  # noqa: ANN001
-):
+def _glcm_rows(  # noqa: D103
+    q: np.ndarray,
+    offsets: np.ndarray,
+    weights: np.ndarray,
+    window: int,
+    levels: int,
+    sel: np.ndarray,
+    need_matrix: bool,
+    hom_tab: np.ndarray,
+    ent_tab: np.ndarray,
+    inv_scale: float,
+    n_strips: int,
+    out: np.ndarray,
+) -> None:
     # Rows of window centres are split into ``n_strips`` strips, run in parallel by the parallel build (prange).
     # For each pair offset k, with "anchor" pixel (a, b) paired with (a + dr, b + dc):
     # * Linear sums over the window's pairs -- Σ|i-j|, Σ hom(|i-j|) (fixed point), Σ(i+j), Σ(i²+j²), Σij -- are kept
@@ -466,8 +477,11 @@ def _glcm_rows(  # noqa: ANN202, D103
 
 
 def _renamed(func: types.FunctionType, name: str) -> types.FunctionType:
-    """A copy of ``func`` under another name: numba's on-disk cache is keyed by the function's qualified name and
-    not by ``parallel=``, so the serial and the parallel compilation of one body must not share a name."""
+    """A copy of ``func`` under another name.
+
+    Numba's on-disk cache is keyed by the function's qualified name and not by ``parallel=``, so the serial and the
+    parallel compilation of one body must not share a name.
+    """
     copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
     copy.__qualname__ = name
     copy.__module__ = func.__module__
@@ -535,8 +549,9 @@ def _run_kernel(
     n_centres = max(rows - 2 * (window // 2), 0)
     n_strips = max(1, min(n_centres, 8 * numba.get_num_threads())) if parallel else 1
     kernel = _glcm_parallel if parallel else _glcm_serial
-    kernel(np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, ent, inv_scale,
-           n_strips, out)
+    kernel(
+        np.ascontiguousarray(q), canon, weights, window, levels, sel, need_matrix, hom, ent, inv_scale, n_strips, out
+    )
     return out
 
 
@@ -847,8 +862,17 @@ def texture_file(
                 ra, ca = max(r0 - h, 0), max(c0 - h, 0)
                 rb, cb = min(r0 + nr + h, rows), min(c0 + nc + h, cols)
                 data = src.read(band, window=Window(ca, ra, cb - ca, rb - ra), masked=True)
-                feats = _features_of_block(np.asarray(data.data), np.ma.getmaskarray(data), window, levels, offsets,
-                                           ALL_FEATURES, vmin, vmax, parallel=True)
+                feats = _features_of_block(
+                    np.asarray(data.data),
+                    np.ma.getmaskarray(data),
+                    window,
+                    levels,
+                    offsets,
+                    ALL_FEATURES,
+                    vmin,
+                    vmax,
+                    parallel=True,
+                )
                 core = feats[:, r0 - ra : r0 - ra + nr, c0 - ca : c0 - ca + nc]
                 dst.write(core, window=Window(c0, r0, nc, nr))
     logger.info("wrote GLCM features of %s band %d to %s", in_path, band, out_path)

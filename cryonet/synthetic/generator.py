@@ -181,8 +181,9 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
     n20 = int(math.ceil(size / 2))
     grid20 = Grid(crs, Affine(20.0, 0, left, 0, -20.0, top), n20, n20)
     n40 = int(math.ceil(size / 4)) + 2 * INSAR_MARGIN_PX40
-    grid_insar = Grid(crs, Affine(40.0, 0, left - 40.0 * INSAR_MARGIN_PX40, 0, -40.0, top + 40.0 * INSAR_MARGIN_PX40),
-                      n40, n40)
+    grid_insar = Grid(
+        crs, Affine(40.0, 0, left - 40.0 * INSAR_MARGIN_PX40, 0, -40.0, top + 40.0 * INSAR_MARGIN_PX40), n40, n40
+    )
     master = Grid(crs, Affine(PIXEL_M, 0, left - m * PIXEL_M, 0, -PIXEL_M, top + m * PIXEL_M), master_n, master_n)
 
     steps = tqdm(total=5, desc=f"synth {reg.name} {size}px", disable=not progress, unit="step")
@@ -222,23 +223,44 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
     # DEM: the surface reprojected to 1 arc-second geographic coordinates (area-weighted), with GLO-30-like noise.
     scene_left, scene_bottom, scene_right, scene_top = grid10.bounds
     lon0, lat0, lon1, lat1 = rasterio.warp.transform_bounds(
-        crs, "EPSG:4326", scene_left - DEM_MARGIN_M, scene_bottom - DEM_MARGIN_M, scene_right + DEM_MARGIN_M,
-        scene_top + DEM_MARGIN_M, densify_pts=21)
+        crs,
+        "EPSG:4326",
+        scene_left - DEM_MARGIN_M,
+        scene_bottom - DEM_MARGIN_M,
+        scene_right + DEM_MARGIN_M,
+        scene_top + DEM_MARGIN_M,
+        densify_pts=21,
+    )
     res = DEM_RES_DEG
     lon0, lat1 = math.floor(lon0 / res) * res, math.ceil(lat1 / res) * res
     dem_w, dem_h = int(math.ceil((lon1 - lon0) / res)), int(math.ceil((lat1 - lat0) / res))
     grid_dem = Grid(CRS.from_epsg(4326), Affine(res, 0, lon0, 0, -res, lat1), dem_w, dem_h)
     z_dem_src = glaciers.z + rng.normal(0.0, 2.0, glaciers.z.shape).astype(np.float32)
     dem = np.full(grid_dem.shape, DEM_NODATA, dtype=np.float32)
-    rasterio.warp.reproject(z_dem_src, dem, src_transform=master.transform, src_crs=crs, src_nodata=None,
-                            dst_transform=grid_dem.transform, dst_crs=grid_dem.crs, dst_nodata=DEM_NODATA,
-                            resampling=rasterio.warp.Resampling.average)
+    rasterio.warp.reproject(
+        z_dem_src,
+        dem,
+        src_transform=master.transform,
+        src_crs=crs,
+        src_nodata=None,
+        dst_transform=grid_dem.transform,
+        dst_crs=grid_dem.crs,
+        dst_nodata=DEM_NODATA,
+        resampling=rasterio.warp.Resampling.average,
+    )
     steps.update()
 
     steps.set_postfix_str("labels")
     classes = glaciers.classes[inner]
-    layers = label_layers(classes, glaciers.glacier_id[inner], glaciers.lake_id[inner], glaciers.lake_types,
-                          glaciers.z[inner], grid10, id_prefix=f"SYN{reg.name[:2].upper()}")
+    layers = label_layers(
+        classes,
+        glaciers.glacier_id[inner],
+        glaciers.lake_id[inner],
+        glaciers.lake_types,
+        glaciers.z[inner],
+        grid10,
+        id_prefix=f"SYN{reg.name[:2].upper()}",
+    )
     steps.update()
     steps.close()
 
@@ -262,16 +284,32 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
             "glaciers, Sentinel-2 L2A reflectance, Copernicus-like DEM, Sentinel-1 12-day coherence and phase, and "
             "reference polygons. Every number derived from it is synthetic."
         ),
-        "class_pixels": {c: int((classes == i).sum()) for i, c in enumerate(("background", "clean_ice", "debris",
-                                                                              "lake"))},
+        "class_pixels": {
+            c: int((classes == i).sum()) for i, c in enumerate(("background", "clean_ice", "debris", "lake"))
+        },
         "debris_share_of_glacier": round(float((classes == 2).sum() / max(glacier_px, 1)), 4),
     }
     return TwinArrays(
-        region=reg, size=size, seed=int(seed), grid10=grid10, grid20=grid20, grid_insar=grid_insar,
-        grid_dem=grid_dem, s2=s2, dem=dem, coherence=coherence, phase=phase, classes=classes,
-        surface=glaciers.surface[inner], elevation=glaciers.z[inner], velocity=glaciers.velocity[inner],
-        glacier_id=glaciers.glacier_id[inner], lake_id=glaciers.lake_id[inner], lake_types=glaciers.lake_types,
-        layers=layers, meta=meta,
+        region=reg,
+        size=size,
+        seed=int(seed),
+        grid10=grid10,
+        grid20=grid20,
+        grid_insar=grid_insar,
+        grid_dem=grid_dem,
+        s2=s2,
+        dem=dem,
+        coherence=coherence,
+        phase=phase,
+        classes=classes,
+        surface=glaciers.surface[inner],
+        elevation=glaciers.z[inner],
+        velocity=glaciers.velocity[inner],
+        glacier_id=glaciers.glacier_id[inner],
+        lake_id=glaciers.lake_id[inner],
+        lake_types=glaciers.lake_types,
+        layers=layers,
+        meta=meta,
     )
 
 
@@ -304,8 +342,13 @@ def _existing(out: Path, reg: Region, size: int, seed: int) -> Scene | None:
         doc = json.loads(path.read_text())
     except (SceneError, json.JSONDecodeError):
         return None
-    same = (doc.get("region") == reg.name and doc.get("size") == size and doc.get("seed") == seed
-            and doc.get("generator_version") == GENERATOR_VERSION and scene.labels is not None)
+    same = (
+        doc.get("region") == reg.name
+        and doc.get("size") == size
+        and doc.get("seed") == seed
+        and doc.get("generator_version") == GENERATOR_VERSION
+        and scene.labels is not None
+    )
     return scene if same else None
 
 
@@ -340,8 +383,9 @@ def generate_scene(
     if not overwrite:
         existing = _existing(out, reg, size, seed)
         if existing is not None:
-            logger.info("%s: complete %s scene (size %d, seed %d) already there; not regenerated", out, reg.name,
-                        size, seed)
+            logger.info(
+                "%s: complete %s scene (size %d, seed %d) already there; not regenerated", out, reg.name, size, seed
+            )
             return existing
     twin = synthesize(reg, size=size, seed=seed, progress=progress)
     names = _file_names(reg)
@@ -351,21 +395,55 @@ def generate_scene(
     tags = {"SYNTHETIC": "yes", "GENERATOR": f"cryonet.synthetic {GENERATOR_VERSION}", "SEED": str(seed)}
     for band in S2_BANDS:
         grid = twin.grid10 if band in S2_BANDS_10M else twin.grid20
-        write_raster(out / names[band], twin.s2[band], grid, nodata=S2_L2A_NODATA, descriptions=[band],
-                     tags={**tags, "BOA_QUANTIFICATION_VALUE": str(int(S2_L2A_SCALE)),
-                           "BOA_ADD_OFFSET": str(S2_L2A_OFFSET), "ACQUISITION": reg.acquisition})
-    write_raster(out / names["dem"], twin.dem, twin.grid_dem, nodata=DEM_NODATA, descriptions=["elevation_m"],
-                 tags={**tags, "UNITS": "metre"})
-    write_raster(out / names["coherence"], twin.coherence, twin.grid_insar, nodata=float("nan"),
-                 descriptions=["coherence"], tags={**tags, "PAIR": "_".join(twin.meta["s1_pair"])})
-    write_raster(out / names["phase"], twin.phase, twin.grid_insar, nodata=float("nan"),
-                 descriptions=["wrapped_phase_rad"], tags={**tags, "PAIR": "_".join(twin.meta["s1_pair"]),
-                                                           "UNITS": "radian"})
+        write_raster(
+            out / names[band],
+            twin.s2[band],
+            grid,
+            nodata=S2_L2A_NODATA,
+            descriptions=[band],
+            tags={
+                **tags,
+                "BOA_QUANTIFICATION_VALUE": str(int(S2_L2A_SCALE)),
+                "BOA_ADD_OFFSET": str(S2_L2A_OFFSET),
+                "ACQUISITION": reg.acquisition,
+            },
+        )
+    write_raster(
+        out / names["dem"],
+        twin.dem,
+        twin.grid_dem,
+        nodata=DEM_NODATA,
+        descriptions=["elevation_m"],
+        tags={**tags, "UNITS": "metre"},
+    )
+    write_raster(
+        out / names["coherence"],
+        twin.coherence,
+        twin.grid_insar,
+        nodata=float("nan"),
+        descriptions=["coherence"],
+        tags={**tags, "PAIR": "_".join(twin.meta["s1_pair"])},
+    )
+    write_raster(
+        out / names["phase"],
+        twin.phase,
+        twin.grid_insar,
+        nodata=float("nan"),
+        descriptions=["wrapped_phase_rad"],
+        tags={**tags, "PAIR": "_".join(twin.meta["s1_pair"]), "UNITS": "radian"},
+    )
     write_geopackage(twin.layers, out / names["labels"])
     scene = Scene(
-        root=out, region=reg.name, s2={b: out / names[b] for b in S2_BANDS}, dem=out / names["dem"],
-        coherence=out / names["coherence"], phase=out / names["phase"], labels=out / names["labels"],
-        sun_azimuth_deg=reg.sun_azimuth_deg, sun_elevation_deg=reg.sun_elevation_deg, synthetic=True,
+        root=out,
+        region=reg.name,
+        s2={b: out / names[b] for b in S2_BANDS},
+        dem=out / names["dem"],
+        coherence=out / names["coherence"],
+        phase=out / names["phase"],
+        labels=out / names["labels"],
+        sun_azimuth_deg=reg.sun_azimuth_deg,
+        sun_elevation_deg=reg.sun_elevation_deg,
+        synthetic=True,
         meta=twin.meta,
     )
     scene.save()

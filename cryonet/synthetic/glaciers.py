@@ -94,12 +94,14 @@ class GlacierField:
     debris_supply: dict[int, float] = field(default_factory=dict)
 
 
-def _blob(rr: np.ndarray, cc: np.ndarray, r0: float, c0: float, radius_px: float,
-          rng: np.random.Generator) -> np.ndarray:
+def _blob(
+    rr: np.ndarray, cc: np.ndarray, r0: float, c0: float, radius_px: float, rng: np.random.Generator
+) -> np.ndarray:
     """Boolean mask of an irregular disk (radius modulated by a few random harmonics) over cells ``rr, cc``."""
     ang = np.arctan2(rr - r0, cc - c0)
-    rad = radius_px * (1 + sum(rng.uniform(-0.18, 0.18) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
-                               for k in (2, 3, 5)))
+    rad = radius_px * (
+        1 + sum(rng.uniform(-0.18, 0.18) * np.cos(k * ang + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
+    )
     return np.hypot(rr - r0, cc - c0) <= rad
 
 
@@ -138,7 +140,6 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     flat_near = nearest.ravel()
     acc_b = np.bincount(flat_near, weights=(balance * acc_cell).ravel() * cell_area, minlength=n_pts)
     tongue_b = np.bincount(flat_near, weights=(balance * floor_cell).ravel() * cell_area, minlength=n_pts)
-    tongue_n = np.bincount(flat_near, weights=floor_cell.ravel().astype(float), minlength=n_pts)
 
     # Debris supply of each catchment: share of steep headwalls among its cells near and above the snow line.
     line_of_cell = terrain.pt_line[nearest]
@@ -212,7 +213,8 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     # Medial moraines and marginal irregularity: perturb the debris boundary with smooth noise.
     wobble = fractal_noise(shape, rng, beta=3.0, min_wavelength_px=4, max_wavelength_px=40)
     debris_fuzzy = ndimage.binary_opening(debris, iterations=1) | (
-        tongue & ice & below & (share_cell >= onset_cell * (1 + 0.25 * wobble)) & (rel_d > 0.2))
+        tongue & ice & below & (share_cell >= onset_cell * (1 + 0.25 * wobble)) & (rel_d > 0.2)
+    )
     debris = ndimage.binary_opening(ndimage.binary_closing(debris_fuzzy, disk), disk) & ice & tongue
 
     # --- Surface elevation: smooth glacier surfaces, hummocky debris, moraines ------------------------------------
@@ -400,10 +402,20 @@ def make_glaciers(region: Region, terrain: Terrain, rng: np.random.Generator) ->
     veg_fraction[(surface >= Surface.SNOW)] = 0.0
 
     n_glac = int(glacier_id.max())
-    logger.debug("glaciers: %d bodies, %d lakes, debris share %.2f", n_glac, len(lake_types),
-                 float((classes == 2).sum() / max(1, ((classes == 1) | (classes == 2)).sum())))
+    logger.debug(
+        "glaciers: %d bodies, %d lakes, debris share %.2f",
+        n_glac,
+        len(lake_types),
+        float((classes == 2).sum() / max(1, ((classes == 1) | (classes == 2)).sum())),
+    )
     return GlacierField(
-        z=z.astype(np.float32), surface=surface, classes=classes, glacier_id=glacier_id.astype(np.int32),
-        lake_id=lake_id, lake_types=lake_types, velocity=velocity, veg_fraction=veg_fraction,
+        z=z.astype(np.float32),
+        surface=surface,
+        classes=classes,
+        glacier_id=glacier_id.astype(np.int32),
+        lake_id=lake_id,
+        lake_types=lake_types,
+        velocity=velocity,
+        veg_fraction=veg_fraction,
         debris_supply={int(i): float(s) for i, s in enumerate(supply)},
     )

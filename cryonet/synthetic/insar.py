@@ -168,5 +168,10 @@ def simulate_pair(glaciers: GlacierField, *, look_azimuth_deg: float, rng: np.ra
     coherence = np.clip(np.abs(num) / den, 0, 1).astype(np.float32)
     phase = np.angle(num).astype(np.float32)
     phase[phase >= np.pi] = -np.pi  # [-pi, pi)
-    return Interferogram(coherence=coherence, phase=phase, perpendicular_baseline_m=b_perp,
-                         height_of_ambiguity_m=float(hoa), look_azimuth_deg=float(look_azimuth_deg))
+    return Interferogram(
+        coherence=coherence,
+        phase=phase,
+        perpendicular_baseline_m=b_perp,
+        height_of_ambiguity_m=float(hoa),
+        look_azimuth_deg=float(look_azimuth_deg),
+    )

@@ -34,8 +34,9 @@ def _polygons(ids: np.ndarray, grid: Grid) -> gpd.GeoDataFrame:
     mask = ids > 0
     geoms, values = [], []
     if mask.any():
-        for geom, value in rasterio.features.shapes(ids.astype(np.int32), mask=mask, transform=grid.transform,
-                                                    connectivity=8):
+        for geom, value in rasterio.features.shapes(
+            ids.astype(np.int32), mask=mask, transform=grid.transform, connectivity=8
+        ):
             geoms.append(to_shape(geom))
             values.append(int(value))
     gdf = gpd.GeoDataFrame({"id": pd.Series(values, dtype="int64")}, geometry=geoms, crs=grid.crs)
@@ -95,8 +96,14 @@ def label_layers(
         glaciers["zmed_m"] = zmed.loc[glaciers["id"]].to_numpy().round(1)
         glaciers["zmax_m"] = zmax.loc[glaciers["id"]].to_numpy().round(1)
     else:
-        for col, dtype in (("glac_id", "object"), ("area_km2", "float64"), ("debris_km2", "float64"),
-                           ("zmin_m", "float64"), ("zmed_m", "float64"), ("zmax_m", "float64")):
+        for col, dtype in (
+            ("glac_id", "object"),
+            ("area_km2", "float64"),
+            ("debris_km2", "float64"),
+            ("zmin_m", "float64"),
+            ("zmed_m", "float64"),
+            ("zmax_m", "float64"),
+        ):
             glaciers[col] = pd.Series(dtype=dtype)
     glaciers = glaciers[["glac_id", "area_km2", "debris_km2", "zmin_m", "zmed_m", "zmax_m", "geometry"]]
 

@@ -49,8 +49,9 @@ SPECTRA[Surface.SNOW] = SPECTRA[Surface.FIRN]
 #: Proglacial meltwater stream: suspended sediment makes it brighter than a lake in the visible and red edge.
 SPECTRA[Surface.RIVER] = (0.10, 0.14, 0.13, 0.10, 0.07, 0.055, 0.05, 0.045, 0.012, 0.008)
 #: Exposed ice in ice cliffs: dirty ice, a mixture of bare ice and debris.
-SPECTRA[Surface.ICE_CLIFF] = tuple(0.55 * i + 0.45 * d for i, d in zip(SPECTRA[Surface.ICE], SPECTRA[Surface.DEBRIS],
-                                                                        strict=True))
+SPECTRA[Surface.ICE_CLIFF] = tuple(
+    0.55 * i + 0.45 * d for i, d in zip(SPECTRA[Surface.ICE], SPECTRA[Surface.DEBRIS], strict=True)
+)
 
 #: Share of diffuse sky irradiance in the total irradiance per band (higher in the blue: Rayleigh scattering).
 DIFFUSE_FRACTION: tuple[float, ...] = (0.20, 0.16, 0.12, 0.10, 0.09, 0.08, 0.08, 0.07, 0.04, 0.03)
@@ -202,8 +203,9 @@ def add_sensor_noise(refl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (refl + rng.standard_normal(refl.shape).astype(np.float32) * (0.002 + 0.008 * refl)).astype(np.float32)
 
 
-def boa_reflectance(glaciers: GlacierField, sun_azimuth_deg: float, sun_elevation_deg: float,
-                         rng: np.random.Generator) -> np.ndarray:
+def boa_reflectance(
+    glaciers: GlacierField, sun_azimuth_deg: float, sun_elevation_deg: float, rng: np.random.Generator
+) -> np.ndarray:
     """Bottom-of-atmosphere reflectance as an L2A product reports it over rugged terrain (noise-free, 10 m).
 
     Args:

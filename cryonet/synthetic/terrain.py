@@ -33,7 +33,11 @@ PIXEL_M: float = 10.0
 
 
 def fractal_noise(
-    shape: tuple[int, int], rng: np.random.Generator, *, beta: float = 3.0, min_wavelength_px: float = 2.0,
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    beta: float = 3.0,
+    min_wavelength_px: float = 2.0,
     max_wavelength_px: float | None = None,
 ) -> np.ndarray:
     """Spectral-synthesis fractal noise (power spectrum ``~ k**-beta``), standardised to mean 0, sd 1.
@@ -233,8 +237,9 @@ def make_terrain(region: Region, shape: tuple[int, int], rng: np.random.Generato
             n = max(8, int(length_px / step))
             t = np.linspace(0, 1, n)[:, None]
             uv = (1 - t) ** 2 * a + 2 * (1 - t) * t * ctrl + t**2 * b
-            lines.append({"xy": to_px(uv[:, 0], uv[:, 1]), "parent": i, "junction_frac": t_j, "junction": j,
-                          "kind": "tributary"})
+            lines.append(
+                {"xy": to_px(uv[:, 0], uv[:, 1]), "parent": i, "junction_frac": t_j, "junction": j, "kind": "tributary"}
+            )
 
     # Long profiles (in relative units 0..1 of the relief, rescaled at the end with the whole terrain).
     ela_rel = (region.ela_m - lo) / relief
@@ -252,8 +257,9 @@ def make_terrain(region: Region, shape: tuple[int, int], rng: np.random.Generato
             head = ela_rel + (1 - ela_rel) * rng.uniform(0.15, 0.35)
             # The floor always falls at least 600 m below the ELA (or to the lowest elevation), so that even a small
             # scene holds a whole glacier system (steeper, as small glaciers are).
-            drop = min(head, max(s[-1] * np.tan(np.radians(7.0) * np.sqrt(steep)) / relief,
-                                 head - ela_rel + 600.0 / relief))
+            drop = min(
+                head, max(s[-1] * np.tan(np.radians(7.0) * np.sqrt(steep)) / relief, head - ela_rel + 600.0 / relief)
+            )
             floor = head - drop * (1 - (1 - t) ** 1.3)
             half = floor_half_trunk * (1.0 + 0.6 * np.exp(-((t / 0.08) ** 2))) * rng.uniform(0.85, 1.15)
         else:
