@@ -228,6 +228,28 @@ from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
+#: Augmentation modes of :class:`cryonet.datasets.Augmenter` (repeated here so that reading a profile does not import
+#: torch; ``tests/test_config.py`` checks that they agree).
+AUGMENT_MODES: Final[tuple[str, ...]] = ("full", "sun_safe", "none")
+
+#: Values of the settings that became profile fields, for profiles saved before they existed (the values the code
+#: and the chapters used then).
+LEGACY_DEFAULTS: Final[dict[str, Any]] = {
+    "max_nodata_fraction": 0.5,
+    "augment": "full",
+    "weighted_sampler": True,
+    "class_weight_power": 0.5,
+    "warmup_fraction": 0.1,
+    "n_boot": 1000,
+    "baseline_pixels": 100_000,
+    "baseline_trees": 50,
+    "ablation_epochs": None,
+    "ablation_train_tiles": None,
+    "stats_pixels": 200_000,
+    "redundancy_pixels": 50_000,
+    "shift_pixels": 20_000,
+}
+
 #: Learning-rate schedules the trainer understands.
 SCHEDULERS: Final[tuple[str, ...]] = ("onecycle", "cosine", "none")
 #: The models of :data:`cryonet.models.MODEL_NAMES` (repeated here so that reading a profile does not import
@@ -306,6 +328,21 @@ class Profile:
             schedule (measured in the module docstring).
         split: Spatial split geometry.
         seed: Seed of every random choice of a run (tile subset, split, initialisation, shuffling).
+        max_nodata_fraction: Training tiles with a larger share of nodata pixels are skipped, in [0, 1].
+        augment: Training augmentation, a mode of :class:`cryonet.datasets.Augmenter` (``"full"``, ``"sun_safe"``,
+            ``"none"``).
+        weighted_sampler: Draw training tiles holding rare classes more often.
+        class_weight_power: Cross-entropy class weights = class frequency ** -power (0 = unweighted, 0.5 = inverse
+            square root of the frequency).
+        warmup_fraction: Share of the optimisation steps spent warming up (``onecycle`` and ``cosine``), in [0, 1).
+        n_boot: Bootstrap replicates (whole tiles resampled) of every confidence interval.
+        baseline_pixels: Training pixels of the per-pixel baselines (a seeded sample of the training tiles).
+        baseline_trees: Trees of the per-pixel random forests.
+        ablation_epochs: Epochs of each drop-group ablation training; None = the profile's ``epochs``.
+        ablation_train_tiles: Training tiles of each ablation training; None = the profile's ``max_train_tiles``.
+        stats_pixels: Pixels sampled per region for per-class layer statistics (feature-engineering chapter).
+        redundancy_pixels: Labelled pixels sampled to measure how much the layer groups overlap.
+        shift_pixels: Pixels sampled per region for the domain-shift diagnostics of the transfer.
     """
 
     name: str
@@ -331,6 +368,19 @@ class Profile:
     head_lr_scale: float
     split: SplitConfig
     seed: int
+    max_nodata_fraction: float
+    augment: str
+    weighted_sampler: bool
+    class_weight_power: float
+    warmup_fraction: float
+    n_boot: int
+    baseline_pixels: int
+    baseline_trees: int
+    ablation_epochs: int | None
+    ablation_train_tiles: int | None
+    stats_pixels: int
+    redundancy_pixels: int
+    shift_pixels: int
 
     def __post_init__(self) -> None:
         # Normalise sequences given as lists (e.g. by hand) so that the frozen profile stays hashable.
@@ -367,6 +417,30 @@ class Profile:
             errors.append(f"max_train_tiles must be None or >= batch_size, got {self.max_train_tiles}")
         if any(n < 0 for n in self.fewshot_tiles):
             errors.append(f"fewshot_tiles must be >= 0, got {self.fewshot_tiles}")
+        if not 0 <= self.max_nodata_fraction <= 1 or not 0 <= self.warmup_fraction < 1:
+            errors.append(
+                "max_nodata_fraction must be in [0, 1] and warmup_fraction in [0, 1), got "
+                f"{self.max_nodata_fraction}, {self.warmup_fraction}"
+            )
+        if self.augment not in AUGMENT_MODES:
+            errors.append(f"augment must be one of {AUGMENT_MODES}, got {self.augment!r}")
+        if self.class_weight_power < 0:
+            errors.append(f"class_weight_power must be >= 0, got {self.class_weight_power}")
+        counts = {
+            "n_boot": self.n_boot,
+            "baseline_pixels": self.baseline_pixels,
+            "baseline_trees": self.baseline_trees,
+            "stats_pixels": self.stats_pixels,
+            "redundancy_pixels": self.redundancy_pixels,
+            "shift_pixels": self.shift_pixels,
+        }
+        low = {k: v for k, v in counts.items() if v < 1}
+        if low:
+            errors.append(f"these counts must be >= 1: {low}")
+        if self.ablation_epochs is not None and self.ablation_epochs < 1:
+            errors.append(f"ablation_epochs must be None or >= 1, got {self.ablation_epochs}")
+        if self.ablation_train_tiles is not None and self.ablation_train_tiles < self.batch_size:
+            errors.append(f"ablation_train_tiles must be None or >= batch_size, got {self.ablation_train_tiles}")
         if errors:
             raise ValueError(f"invalid profile {self.name!r}: " + "; ".join(errors))
 
@@ -410,6 +484,9 @@ class Profile:
         data.setdefault("full_res_head", False)
         # ... and runs written before head_lr_scale existed trained the head at the common rate.
         data.setdefault("head_lr_scale", 1.0)
+        # Settings that were fixed choices of the code (or chapter parameters) before they were profile fields.
+        for key, value in LEGACY_DEFAULTS.items():
+            data.setdefault(key, value)
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"cannot read profile: unknown fields {unknown}, missing fields {missing}")
@@ -446,6 +523,19 @@ CI: Final[Profile] = Profile(
     head_lr_scale=10.0,
     split=SplitConfig(block_size_m=2560.0, buffer_m=320.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
+    max_nodata_fraction=0.5,
+    augment="full",
+    weighted_sampler=True,
+    class_weight_power=0.5,
+    warmup_fraction=0.1,
+    n_boot=1000,
+    baseline_pixels=100_000,
+    baseline_trees=50,  # keeps the ci build within its CPU budget
+    ablation_epochs=2,  # the ci book retrains a reduced ablation (two groups, short runs)
+    ablation_train_tiles=96,
+    stats_pixels=200_000,
+    redundancy_pixels=50_000,
+    shift_pixels=20_000,
 )
 
 #: ``paper``: the paper's architecture (ResNet-101; mit_b2 for SegFormer) with our GPU training settings.
@@ -473,6 +563,19 @@ PAPER: Final[Profile] = Profile(
     head_lr_scale=10.0,
     split=SplitConfig(block_size_m=5120.0, buffer_m=640.0, val_fraction=0.15, test_fraction=0.15),
     seed=0,
+    max_nodata_fraction=0.5,
+    augment="full",
+    weighted_sampler=True,
+    class_weight_power=0.5,
+    warmup_fraction=0.1,
+    n_boot=1000,
+    baseline_pixels=100_000,
+    baseline_trees=50,
+    ablation_epochs=None,  # each ablation retrains with the full schedule
+    ablation_train_tiles=None,
+    stats_pixels=200_000,
+    redundancy_pixels=50_000,
+    shift_pixels=20_000,
 )
 
 #: All named profiles.

@@ -22,16 +22,16 @@ Every file is written atomically. The recipe:
   with another number of epochs is refused). The parameters of the full-resolution head
   (:class:`cryonet.models.FullResolutionHead`, ``profile.full_res_head``) form a second group whose rate is
   ``profile.head_lr_scale`` times the model's at every step of the schedule.
-* **Data** tiles of ``profile.tile_size`` px every ``profile.tile_stride`` px (tiles with more than 50 % nodata
-  skipped), the blocked split of ``profile.split``, at most ``profile.max_train_tiles`` training tiles (seeded
-  subset), normalisation fitted on the training tiles, flips/rotations with consistent aspect layers
-  (:class:`cryonet.datasets.Augmenter`, mode ``"full"``).
+* **Data** tiles of ``profile.tile_size`` px every ``profile.tile_stride`` px (tiles with a larger nodata share
+  than ``profile.max_nodata_fraction`` skipped), the blocked split of ``profile.split``, at most
+  ``profile.max_train_tiles`` training tiles (seeded subset), normalisation fitted on the training tiles,
+  flips/rotations with consistent aspect layers (:class:`cryonet.datasets.Augmenter`, mode ``profile.augment``).
 * **Fine-tuning** (transfer, :mod:`cryonet.transfer`): ``init_checkpoint=`` starts from a source run's weights
   (same model, encoder and layers), ``normalizer=`` reuses given statistics instead of fitting them,
   ``tile_split=`` uses a given split (e.g. a small labelled block of the target region) instead of making one.
   Resume works as for any run: ``last.pt`` holds the weights, ``split.json`` and ``normalizer.json`` the stored
   data choices.
-* **Loss** cross-entropy with inverse-square-root-frequency class weights from the training tiles
+* **Loss** cross-entropy with class weights = frequency ** -``profile.class_weight_power`` from the training tiles
   (:func:`cryonet.datasets.class_weights`), ``ignore_index=255``, plus ``profile.dice_weight`` times smp's
   multiclass Dice loss (``ignore_index=255``).
 * **Sampling** a weighted sampler that draws tiles with rare classes (lakes) more often
@@ -95,16 +95,6 @@ logger = logging.getLogger(__name__)
 #: Version tag stored in every checkpoint.
 CHECKPOINT_FORMAT: str = "cryonet-checkpoint/1"
 
-#: Training settings that are not fields of :class:`cryonet.config.Profile` (our fixed choices; a profile that
-#: defines an attribute of the same name overrides them).
-_DEFAULTS: dict[str, Any] = {
-    "max_nodata_fraction": 0.5,  # tiles with more nodata pixels are skipped
-    "augment": "full",  # see cryonet.datasets.Augmenter
-    "weighted_sampler": True,  # draw tiles with rare classes more often
-    "class_weight_power": 0.5,  # inverse square root of the class frequency
-    "warmup_fraction": 0.1,  # share of the steps spent warming up (onecycle, cosine)
-}
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a cryonet checkpoint; the message names the file."""
@@ -152,11 +142,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------------------------------
-def _setting(profile: Any, name: str) -> Any:
-    value = getattr(profile, name, None)
-    return _DEFAULTS.get(name) if value is None else value
-
-
 def resolve_profile(profile: Any = "ci", **overrides: Any) -> Any:
     """A :class:`cryonet.config.Profile` from a name, a dict or a profile, with ``overrides`` applied.
 
@@ -540,7 +525,7 @@ def _prepare_data(
             labels_path,
             tile,
             stride,
-            max_nodata_fraction=float(_setting(prof, "max_nodata_fraction")),
+            max_nodata_fraction=float(prof.max_nodata_fraction),
             progress=progress and d.main,
         )
         sc = prof.split
@@ -555,7 +540,7 @@ def _prepare_data(
             extra_params={
                 "tile_size": tile,
                 "stride": int(stride),
-                "max_nodata_fraction": float(_setting(prof, "max_nodata_fraction")),
+                "max_nodata_fraction": float(prof.max_nodata_fraction),
                 "stack": stack_path.name,
                 "labels": labels_path.name,
             },
@@ -754,12 +739,12 @@ def train(
                 },
             )
 
-        weights = class_weights(split.class_counts("train"), power=float(_setting(prof, "class_weight_power")))
-        augmenter = Augmenter(layers, mode=str(_setting(prof, "augment")))
+        weights = class_weights(split.class_counts("train"), power=float(prof.class_weight_power))
+        augmenter = Augmenter(layers, mode=str(prof.augment))
         train_ds = TileDataset(stack_path, labels_path, split.get("train"), norm, augmenter, seed=seed)
         val_ds = TileDataset(stack_path, labels_path, split.get("val"), norm, None, seed=seed)
         sampler_gen = torch.Generator().manual_seed(seed)
-        tile_w = tile_sampling_weights(split.get("train"), weights) if _setting(prof, "weighted_sampler") else None
+        tile_w = tile_sampling_weights(split.get("train"), weights) if prof.weighted_sampler else None
         sampler = _EpochSampler(len(train_ds), tile_w, sampler_gen, d)
         bs = int(prof.batch_size)
         workers = int(prof.num_workers)
@@ -798,9 +783,7 @@ def train(
         )
         epochs = int(prof.epochs)
         steps = max(1, len(train_dl))
-        sched = _make_scheduler(
-            str(prof.scheduler), opt, float(prof.lr), epochs * steps, float(_setting(prof, "warmup_fraction"))
-        )
+        sched = _make_scheduler(str(prof.scheduler), opt, float(prof.lr), epochs * steps, float(prof.warmup_fraction))
         use_amp = dev.type == "cuda" and bool(prof.amp)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         import segmentation_models_pytorch as smp

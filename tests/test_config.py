@@ -87,3 +87,34 @@ def test_head_learning_rate_scale_defaults_to_one_for_older_runs_and_must_be_pos
     assert Profile.from_dict(data).head_lr_scale == 1.0  # older runs trained the head at the common rate
     with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
         get_profile("ci").replace(head_lr_scale=0.0)
+
+
+def test_every_former_fixed_setting_is_a_profile_field_that_replace_accepts():
+    ci = get_profile("ci")
+    # A recorded experiment (e.g. class_weight_power 0.25) is redone through the API.
+    assert ci.replace(class_weight_power=0.25).class_weight_power == 0.25
+    assert ci.replace(augment="none", weighted_sampler=False, warmup_fraction=0.0).augment == "none"
+    with pytest.raises(ValueError, match="augment must be one of"):
+        ci.replace(augment="rotate")
+    with pytest.raises(ValueError, match="these counts must be >= 1"):
+        ci.replace(n_boot=0)
+    with pytest.raises(ValueError, match="ablation_train_tiles"):
+        ci.replace(ablation_train_tiles=1)
+
+
+def test_augment_modes_match_the_augmenter():
+    from cryonet.datasets import Augmenter
+
+    for mode in config.AUGMENT_MODES:
+        assert Augmenter(["B2"], mode=mode).mode == mode
+    with pytest.raises(ValueError):
+        Augmenter(["B2"], mode="rotate")
+
+
+def test_profiles_saved_before_the_settings_were_fields_read_with_the_values_used_then():
+    data = get_profile("ci").to_dict()
+    for key in config.LEGACY_DEFAULTS:
+        del data[key]
+    old = Profile.from_dict(data)
+    assert {k: getattr(old, k) for k in config.LEGACY_DEFAULTS} == config.LEGACY_DEFAULTS
+    assert old.class_weight_power == 0.5 and old.warmup_fraction == 0.1 and old.n_boot == 1000
