@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryonet import __version__
+
 logger = logging.getLogger("cryonet.cli")
 
 #: (name, help, add-arguments function, run function), in the order ``--help`` lists them.
@@ -424,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on error")
+    parser.add_argument("--version", action="version", version=f"cryonet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text, add, run in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,7 +1,7 @@
 """The data registry: declared public files, their sha256, pinned URLs, verified download and mirror override.
 
-The registry (``data_manifest/registry.txt``) is a pooch registry: one line per external file,
-``<name> sha256:<hex> <url>``, with every URL pinned to an immutable version (a commit in a
+The registry (``cryonet/registry.txt``, package data: it travels with an installed wheel) is a pooch registry: one
+line per external file, ``<name> sha256:<hex> <url>``, with every URL pinned to an immutable version (a commit in a
 ``raw.githubusercontent.com`` URL). A file's name is its path relative to the root of a mirror, so that a folder
 laid out like the registry can serve every file as ``<mirror>/<name>``.
 
@@ -15,7 +15,7 @@ Environment variables:
 * ``CRYONET_DATA_DIR``: the cache folder (default: the platform's user cache, ``pooch.os_cache("cryonet")``).
 * ``CRYONET_DATA_MIRROR``: a base URL; when set, every file is fetched from ``<mirror>/<name>`` instead of its
   upstream URL, and still verified against the registry's sha256.
-* ``CRYONET_REGISTRY``: another registry file to read instead of ``data_manifest/registry.txt``.
+* ``CRYONET_REGISTRY``: another registry file to read instead of the packaged ``cryonet/registry.txt``.
 
 Some reference files were *derived* from the registered originals (subsets, reprojections); they have no public
 URL. :data:`DERIVED` records how each was made, and :func:`derive` re-makes those that have a recipe.
@@ -172,11 +172,11 @@ class Entry:
 
 
 def registry_path() -> Path:
-    """The registry file: ``$CRYONET_REGISTRY`` if set, else ``data_manifest/registry.txt`` of this checkout."""
+    """The registry file: ``$CRYONET_REGISTRY`` if set, else ``registry.txt`` shipped inside the package."""
     override = os.environ.get(ENV_REGISTRY)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "data_manifest" / "registry.txt"
+    return Path(__file__).resolve().parent / "registry.txt"
 
 
 def entries() -> list[Entry]:
@@ -189,8 +189,9 @@ def entries() -> list[Entry]:
     path = registry_path()
     if not path.is_file():
         raise ManifestError(
-            f"{path}: data registry not found. Expected the pooch registry shipped in data_manifest/ of the "
-            f"cryonet checkout; run from a checkout (pip install -e .) or point {ENV_REGISTRY} at a registry file."
+            f"{path}: data registry not found. It is package data of cryonet (cryonet/registry.txt); reinstall the "
+            f"package (pip install cryonet, or pip install -e . in a checkout) or point {ENV_REGISTRY} at a registry "
+            "file."
         )
     # Parsed here rather than with Pooch.load_registry because the entries need line-numbered checks (sha256
     # only, a URL on every line, unique names) that pooch does not make.

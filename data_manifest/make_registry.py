@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python data_manifest/make_registry.py /path/to/realdata > data_manifest/registry.txt
+    python data_manifest/make_registry.py /path/to/realdata > cryonet/registry.txt
 
 Every sha256 is computed from the local file; every URL is built from the source repository, the commit and the
 path that the file has in that repository (the table ``ORIGINS`` below, taken from the realdata README). Derived

@@ -1,0 +1,7 @@
+"""``python -m cryonet``: the same command as the ``cryonet`` console script."""
+
+import sys
+
+from cryonet.cli import main
+
+sys.exit(main())
