@@ -19,6 +19,8 @@ SMALL = "glacierSMBM-liligo/original_rda/debrisMask_30m.rda"  # 4.4 kB
 SMALL_TEXT = "glacierSMBM-liligo/original_rda/DESCRIPTION"  # 635 B
 SHAPEFILE = "oggm-sample-data/test-files/Hintereisferner_RGI5.shp"  # 18 kB + 4 sidecars
 TIMEOUT_S = 5.0
+#: The human-readable pages of the registry (one per source and per region).
+PAGES = Path(__file__).resolve().parents[1] / "data_manifest"
 
 
 def sha256(path: Path) -> str:
@@ -75,7 +77,7 @@ def test_url_paths_follow_the_source_repositories():
     # every entry's folder is a declared source, with a licence and a README page that exists
     for e in by_name.values():
         assert e.source is not None, e.name
-        assert (manifest.registry_path().parent / e.source.readme).is_file(), e.source.readme
+        assert (PAGES / e.source.readme).is_file(), e.source.readme
         assert e.licence and e.licence != "unknown"
     # derived files are documented, never registered with an invented URL
     assert not any(Path(n).name.startswith("derived_") for n in by_name)
@@ -427,7 +429,7 @@ def test_glo30_tile_names():
 def test_region_bounds_agree_with_presets_and_pages():
     from cryonet.regions import REGIONS
 
-    pages = manifest.registry_path().parent
+    pages = PAGES
     for name, (w, s, e, n) in manifest.REGION_BOUNDS.items():
         region = REGIONS[name]
         assert w < region.centre_lon < e and s < region.centre_lat < n
