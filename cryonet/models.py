@@ -35,10 +35,10 @@ Choices that are ours, not the paper's (the paper does not publish them):
   alike: two 3 x 3 convolutions over the (normalised) input layers and the model's logits at full resolution, added
   to the logits (a residual, zero-initialised, so an untrained head leaves the model's output unchanged). It adds
   about ``(C+K+32)*32*9`` weights (C input layers, K classes; 23 k at C = 44, K = 4). In the fresh-clone book on the
-  2-core CPU it made an 8-epoch ci training 11 % (CryoNet) and 20 to 26 % (the lighter baselines) longer than in the
-  previous fresh-clone book. Measured on the Poiqu twin (``cryonet.config``), it raised lake IoU from 0.908 / 0.942
-  to 0.951 / 0.979 (two seeds, 24 epochs on a GPU) and did not lower the other classes. ``full_res_head=False``
-  gives the bare smp models of the paper's description.
+  2-core CPU it made an 8-epoch ci training 11 % (CryoNet) and 20 to 26 % (the lighter baselines) longer than
+  without it. Measured on the Poiqu twin (docs/experiments/001-full-resolution-head.md), it raised lake IoU from
+  0.908 / 0.942 to 0.951 / 0.979 (two seeds, 24 epochs on a GPU) and did not lower the other classes.
+  ``full_res_head=False`` gives the bare smp models of the paper's description.
 * **Initialisation.** Random (``encoder_weights=None``): nothing is downloaded. ``weights=`` takes a local
   ImageNet state dict of the encoder (see :func:`create`).
 
