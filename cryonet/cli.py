@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryonet.errors import CryonetError
+
 logger = logging.getLogger("cryonet.cli")
 
 #: (name, help, add-arguments function, run function), in the order ``--help`` lists them.
@@ -445,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (CryonetError, OSError, ValueError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"cryonet {args.command}: error: {exc}", file=sys.stderr)

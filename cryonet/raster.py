@@ -41,6 +41,7 @@ from cryonet.constants import (
     S2_L2A_OFFSET,
     S2_L2A_SCALE,
 )
+from cryonet.errors import CryonetError
 
 if TYPE_CHECKING:  # imported lazily at run time: geopandas is only needed for rasterisation
     import geopandas as gpd
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # imported lazily at run time: geopandas is only needed for r
 logger = logging.getLogger(__name__)
 
 
-class RasterError(ValueError):
+class RasterError(CryonetError, ValueError):
     """A raster input is missing, unreadable or does not fit what was expected; the message names the file."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cryonet.constants import S2_BANDS
+from cryonet.errors import CryonetError
 
 SCENE_FILE = "scene.json"
 
@@ -38,7 +39,7 @@ SCENE_FILE = "scene.json"
 LABEL_LAYERS: dict[str, str] = {"glaciers": "clean_ice", "debris": "debris", "lakes": "lake"}
 
 
-class SceneError(ValueError):
+class SceneError(CryonetError, ValueError):
     """A scene directory is incomplete or its ``scene.json`` is malformed."""
 
 

@@ -62,6 +62,7 @@ from cryonet.datasets import (
     read_layer_table,
     scan_tiles,
 )
+from cryonet.errors import CryonetError
 from cryonet.raster import Grid, atomic_path, iter_windows, open_raster
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ CI_METRICS: Final[tuple[str, ...]] = (
 SHIFT_PLOT_LAYERS: Final[tuple[str, ...]] = ("elevation", "slope", "coherence", "B8", "ndsi")
 
 
-class TransferError(ValueError):
+class TransferError(CryonetError, ValueError):
     """The source run and the target stack do not fit together; the message says what differs and what to do."""
 
 

@@ -34,6 +34,8 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from cryonet.errors import CryonetError
+
 logger = logging.getLogger(__name__)
 
 #: Geometry types that are kept as they are.
@@ -42,7 +44,7 @@ POLYGON_TYPES: tuple[str, ...] = ("Polygon", "MultiPolygon")
 _MAX_ROWS_SHOWN = 10
 
 
-class VectorError(ValueError):
+class VectorError(CryonetError, ValueError):
     """A vector input is missing, unreadable or holds no usable polygons; the message names the file."""
 
 

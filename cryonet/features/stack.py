@@ -76,6 +76,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS, S2_BANDS, S2_L2A_NODATA
+from cryonet.errors import CryonetError
 from cryonet.features.indices import INDEX_LAYERS, INDEX_SOURCES, INDEX_UNITS, spectral_indices
 from cryonet.features.pca import PCATransform, pca_layer_names
 from cryonet.features.tasseled_cap import TC_LAYERS, TC_UNITS, tasseled_cap
@@ -108,7 +109,7 @@ GDAL_CACHE_MB: Final[int] = 64
 _TAG: Final[str] = "cryonet_stack"
 
 
-class StackError(ValueError):
+class StackError(CryonetError, ValueError):
     """A stack or its layer table is missing or does not fit what was asked for; the message names the file."""
 
 
