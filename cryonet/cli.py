@@ -74,9 +74,10 @@ def _run_align(args: argparse.Namespace) -> int:
     from cryonet import raster
 
     if args.scene is not None:
+        from cryonet.prepare import align_scene
         from cryonet.scene import Scene
 
-        outputs = raster.align_scene(Scene.load(args.scene), args.out, progress=not args.quiet)
+        outputs = align_scene(Scene.load(args.scene), args.out, progress=not args.quiet)
     else:
         if args.reference is None:
             raise SystemExit("cryonet align: --inputs needs --reference (the raster whose grid to align onto)")

@@ -405,7 +405,7 @@ def outline_layers(gdf: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
     """The reference-style layers of class polygons: ``glaciers``, ``debris``, ``lakes`` (+ ``outlines``).
 
     Layer names and meanings are those of :data:`cryonet.scene.LABEL_LAYERS`, so a prediction's GeoPackage can be
-    rasterised with :func:`cryonet.raster.rasterize_scene_labels` exactly like a reference: ``glaciers`` are whole
+    rasterised with :func:`cryonet.prepare.rasterize_scene_labels` exactly like a reference: ``glaciers`` are whole
     glacier outlines (clean ice and debris; :func:`glacier_outlines`), painted first, ``debris`` and ``lakes`` over
     them. ``outlines`` holds every polygon with its ``class``.
     """
@@ -465,7 +465,7 @@ def read_outlines(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
 
     A file written by :func:`write_outlines` is read back as written. A reference GeoPackage (layers of
     :data:`cryonet.scene.LABEL_LAYERS`) is turned into class polygons with the rasterisation priority of
-    :func:`cryonet.raster.rasterize_polygons`: lakes; debris outside lakes; clean ice = glaciers outside debris and
+    :func:`cryonet.prepare.rasterize_polygons`: lakes; debris outside lakes; clean ice = glaciers outside debris and
     lakes (see :func:`reference_class_geometries`).
     """
     path = Path(path)
@@ -512,7 +512,7 @@ def reference_class_geometries(
     """One dissolved geometry per class from reference layers, with the rasterisation priority.
 
     ``glaciers`` (whole outlines) -> clean ice, ``debris`` -> debris, ``lakes`` -> lake, painted in
-    :data:`cryonet.constants.CLASS_PRIORITY` order as :func:`cryonet.raster.rasterize_polygons` does: lake = lakes;
+    :data:`cryonet.constants.CLASS_PRIORITY` order as :func:`cryonet.prepare.rasterize_polygons` does: lake = lakes;
     debris = debris minus lakes; clean ice = glaciers minus debris minus lakes.
 
     Returns:
