@@ -34,7 +34,10 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from cryonet.constants import CLASS_IDS, CLASS_PRIORITY, CLASSES, GLACIER_CLASSES, LABEL_NODATA
 from cryonet.errors import CryonetError
+from cryonet.raster import open_raster
+from cryonet.scene import LABEL_LAYERS
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +239,6 @@ GLACIER_EXTENT_CLASSES: tuple[str, ...] = ("clean_ice", "debris")
 
 
 def _class_ids(classes: Sequence[str]) -> dict[str, int]:
-    from cryonet.constants import CLASS_IDS
-
     unknown = [c for c in classes if c not in CLASS_IDS]
     if unknown:
         raise ValueError(f"unknown class name(s) {unknown}; expected names from {list(CLASS_IDS)}")
@@ -315,9 +316,6 @@ def polygonize_classes(
     """
     import rasterio.features
     from shapely.geometry import shape as to_shape
-
-    from cryonet.constants import LABEL_NODATA
-    from cryonet.raster import open_raster
 
     ids = _class_ids(classes)
     with open_raster(labels_path) as src:
@@ -409,8 +407,6 @@ def outline_layers(gdf: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
     glacier outlines (clean ice and debris; :func:`glacier_outlines`), painted first, ``debris`` and ``lakes`` over
     them. ``outlines`` holds every polygon with its ``class``.
     """
-    from cryonet.scene import LABEL_LAYERS
-
     out: dict[str, gpd.GeoDataFrame] = {OUTLINES_LAYER: gdf.reset_index(drop=True)}
     for layer, cls in LABEL_LAYERS.items():
         if cls == "clean_ice":
@@ -487,8 +483,6 @@ def read_outlines(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
 
 
 def _reference_layers(ref: str | os.PathLike[str] | Mapping[str, gpd.GeoDataFrame]) -> dict[str, gpd.GeoDataFrame]:
-    from cryonet.scene import LABEL_LAYERS
-
     if isinstance(ref, Mapping):
         unknown = sorted(set(ref) - set(LABEL_LAYERS))
         if unknown:
@@ -518,9 +512,6 @@ def reference_class_geometries(
     Returns:
         Class name -> one-row GeoSeries (in ``crs``, default the first layer's CRS).
     """
-    from cryonet.constants import CLASS_PRIORITY
-    from cryonet.scene import LABEL_LAYERS
-
     layers = _reference_layers(ref)
     if not layers:
         raise VectorError("no reference layers given")
@@ -548,8 +539,6 @@ def area_table(gdf: gpd.GeoDataFrame, classes: Sequence[str] | None = None) -> p
         DataFrame indexed by class with ``count`` (polygons), ``total_km2`` and ``median_km2`` (median polygon
         area; NaN without polygons), areas measured in :func:`equal_area_crs`.
     """
-    from cryonet.constants import GLACIER_CLASSES
-
     classes = list(classes) if classes is not None else list(GLACIER_CLASSES)
     if len(gdf):
         area = gdf.geometry.to_crs(equal_area_crs(gdf)).area / 1e6
@@ -609,9 +598,6 @@ def compare_with_reference(
         "glaciers": DataFrame indexed by glacier id (ref_km2, pred_km2, diff_km2, rel_diff)}``; an empty
         ``glaciers`` table when the reference has no glacier layer.
     """
-    from cryonet.constants import CLASSES
-    from cryonet.scene import LABEL_LAYERS
-
     pred_gdf = read_outlines(pred) if isinstance(pred, str | os.PathLike) else pred
     if "class" not in pred_gdf.columns:
         raise VectorError("predicted outlines need a 'class' column (from polygonize_classes / read_outlines)")
