@@ -109,7 +109,7 @@ def layer_names(stack_path: str | os.PathLike[str]) -> list[str]:
             return [row["layer"] for row in table]
     raise DatasetError(
         f"{stack_path}: expected one unique band description (layer name) per band, found {names}, and no sidecar "
-        f"{side.name} with {count} rows. Rebuild the stack with `cryonet stack` so that its layers are named."
+        f"{side.name} with {count} rows. Rebuild the stack with `cryonet features` so that its layers are named."
     )
 
 

@@ -142,7 +142,7 @@ def check_feature_settings(
             built with its own PCA or texture range: rebuild it with ``build_stack(..., like=SOURCE_STACK)``).
     """
     src, tgt = Path(source_stack), Path(target_stack)
-    fix = f"Rebuild {tgt} with cryonet.features.stack.build_stack(..., like='{src}') (`cryonet stack --like`)."
+    fix = f"Rebuild {tgt} with cryonet.features.stack.build_stack(..., like='{src}') (`cryonet features --like`)."
     a, b = layer_names(src), layer_names(tgt)
     if a != b:
         raise TransferError(f"{tgt}: its layers {b} differ from the source stack {src} ({a}). {fix}")
