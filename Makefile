@@ -21,14 +21,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
-## make test: lint (ruff rules + format check) and the whole suite (slow tests included), offline.
+## make test: lint (ruff rules, format check, import floors) and the whole suite (slow tests included), offline.
 test: $(STAMP) lint
 	$(PY) -m pytest -m "" -q
 
-## make lint: ruff (the rules configured in pyproject.toml) and ruff's format check.
+## make lint: ruff (the rules configured in pyproject.toml), ruff's format check and the import floors
+## (import-linter: the layers contract in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## make test-fast: the default pytest selection (slow tests skipped).
 test-fast: $(STAMP)

@@ -81,7 +81,7 @@ def select_layers(stack_path: str | os.PathLike[str], groups: Sequence[str]) -> 
     if not table or "group" not in table[0]:
         raise DatasetError(
             f"{side}: expected the layer table of the stack with a 'group' column, found "
-            f"{'no file' if not table else list(table[0])}. Rebuild the stack with `cryonet stack` "
+            f"{'no file' if not table else list(table[0])}. Rebuild the stack with `cryonet features` "
             "(cryonet.features.stack.build_stack writes it)."
         )
     with open_raster(stack_path) as src:

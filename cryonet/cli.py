@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryonet import __version__
+from cryonet.errors import CryonetError
 
 logger = logging.getLogger("cryonet.cli")
 
@@ -74,9 +75,10 @@ def _run_align(args: argparse.Namespace) -> int:
     from cryonet import raster
 
     if args.scene is not None:
+        from cryonet.prepare import align_scene
         from cryonet.scene import Scene
 
-        outputs = raster.align_scene(Scene.load(args.scene), args.out, progress=not args.quiet)
+        outputs = align_scene(Scene.load(args.scene), args.out, progress=not args.quiet)
     else:
         if args.reference is None:
             raise SystemExit("cryonet align: --inputs needs --reference (the raster whose grid to align onto)")
@@ -448,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (CryonetError, OSError, ValueError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"cryonet {args.command}: error: {exc}", file=sys.stderr)

@@ -45,6 +45,7 @@ import rasterio
 from rasterio.windows import Window
 
 from cryonet.constants import CLASSES, LABEL_NODATA
+from cryonet.errors import CryonetError
 from cryonet.raster import Grid, RasterError, atomic_path, open_raster
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def invalid_pixels(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (labels == LABEL_NODATA) | (np.isnan(x).mean(axis=0) > MAX_NAN_LAYER_FRACTION)
 
 
-class DatasetError(ValueError):
+class DatasetError(CryonetError, ValueError):
     """A stack, label raster, split or statistics file does not fit what was expected; the message names it."""
 
 
@@ -108,7 +109,7 @@ def layer_names(stack_path: str | os.PathLike[str]) -> list[str]:
             return [row["layer"] for row in table]
     raise DatasetError(
         f"{stack_path}: expected one unique band description (layer name) per band, found {names}, and no sidecar "
-        f"{side.name} with {count} rows. Rebuild the stack with `cryonet stack` so that its layers are named."
+        f"{side.name} with {count} rows. Rebuild the stack with `cryonet features` so that its layers are named."
     )
 
 

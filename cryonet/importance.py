@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA, LAYER_GROUPS
+from cryonet.errors import CryonetError
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ ABLATION_FILE: str = "ablation.json"
 REDUCED_STACK: str = "stack.vrt"
 
 
-class ImportanceError(ValueError):
+class ImportanceError(CryonetError, ValueError):
     """An input of the importance analysis does not fit (layers, groups, split, metric); the message says which."""
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pooch
 
+from cryonet.errors import CryonetError
 from cryonet.raster import Grid, atomic_path
 
 if TYPE_CHECKING:  # imported lazily at run time: fetching must not pay for geopandas
@@ -59,22 +60,22 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"/([0-9a-f]{40})/")
 
 
-class ManifestError(ValueError):
+class ManifestError(CryonetError, ValueError):
     """The registry file is missing or malformed, or a requested operation is not possible for an entry."""
 
 
-class UnknownEntryError(KeyError):
+class UnknownEntryError(CryonetError, KeyError):
     """A name is not in the registry (or the list of derived files); the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(CryonetError, ValueError):
     """A downloaded file does not match the sha256 declared in the registry (nothing was kept)."""
 
 
-class FetchError(OSError):
+class FetchError(CryonetError, OSError):
     """A file could not be downloaded (network or HTTP error)."""
 
 

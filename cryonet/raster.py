@@ -1,4 +1,7 @@
-"""Read, write and align rasters with rasterio; rasterise reference polygons.
+"""Read, write and align single rasters with rasterio: generic raster I/O, whatever the layer holds.
+
+What the inputs physically are (Sentinel-2 digital numbers, class polygons, a whole scene) is the business of
+:mod:`cryonet.prepare`, which builds on these functions.
 
 Conventions used throughout the package:
 
@@ -6,7 +9,7 @@ Conventions used throughout the package:
 * Missing data is NaN in float arrays (read with :func:`read_raster`), or a separate boolean mask.
 * Every file is written atomically: to a temporary file in the destination directory, then renamed, so that a
   killed job never leaves a half-written GeoTIFF under the final name. A file that exists under its final name is
-  therefore complete, which is what lets :func:`align_scene` resume by skipping existing outputs.
+  therefore complete, which is what lets :func:`cryonet.prepare.align_scene` resume by skipping existing outputs.
 * Rasters larger than memory are processed window by window (:func:`iter_windows`, :func:`read_window`); alignment
   reads a :class:`rasterio.vrt.WarpedVRT` (:func:`warped`) so that no aligned raster is ever materialised whole.
 """
@@ -20,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -32,25 +34,12 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from tqdm import tqdm
 
-from cryonet.constants import (
-    CLASS_IDS,
-    CLASS_PRIORITY,
-    LABEL_NODATA,
-    S2_BANDS,
-    S2_L2A_NODATA,
-    S2_L2A_OFFSET,
-    S2_L2A_SCALE,
-)
-
-if TYPE_CHECKING:  # imported lazily at run time: geopandas is only needed for rasterisation
-    import geopandas as gpd
-
-    from cryonet.scene import Scene
+from cryonet.errors import CryonetError
 
 logger = logging.getLogger(__name__)
 
 
-class RasterError(ValueError):
+class RasterError(CryonetError, ValueError):
     """A raster input is missing, unreadable or does not fit what was expected; the message names the file."""
 
 
@@ -830,6 +819,9 @@ def align_to_grid(
     band_names: Sequence[str] | None = None,
     progress: bool = False,
     window_size: int = DEFAULT_WINDOW,
+    src_nodata: float | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Path:
     """Resample a raster onto ``grid`` and write it as a GeoTIFF, window by window and atomically.
 
@@ -847,6 +839,10 @@ def align_to_grid(
         band_names: Band descriptions to store; default: the source's descriptions, else the file stem.
         progress: Show a progress bar over windows.
         window_size: Edge length of the processing windows in pixels (rounded to whole 256-pixel output tiles).
+        src_nodata: Treat this source value as nodata (overrides the file's own nodata value).
+        convert: Applied to each warped ``(bands, rows, cols)`` window before it is written (e.g. digital numbers
+            to reflectance, :func:`cryonet.prepare.dn_to_reflectance`); must keep the shape.
+        tags: GeoTIFF metadata tags to add (e.g. ``{"units": "metres"}``) to ``source`` and ``resampling``.
 
     Returns:
         ``dst_path``. Continuous output is float32 with NaN as nodata; nodata covers pixels outside the source
@@ -865,6 +861,9 @@ def align_to_grid(
         band_names=band_names,
         progress=progress,
         window_size=window_size,
+        src_nodata=src_nodata,
+        convert=convert,
+        tags=tags,
     )
 
 
@@ -924,219 +923,3 @@ def align_phase_to_grid(
                 out_count=1,
                 tags={"units": "radians", "source": src_path.name, "resampled_as": "complex exponential"},
             )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rasterising reference polygons
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def rasterize_polygons(
-    layers: dict[str, gpd.GeoDataFrame],
-    grid: Grid,
-    *,
-    priority: Sequence[str] = CLASS_PRIORITY,
-    all_touched: bool = False,
-) -> np.ndarray:
-    """Burn class polygons into a label raster on ``grid``.
-
-    Layers are painted in ``priority`` order, each over the previous ones, so that with the default
-    :data:`~cryonet.constants.CLASS_PRIORITY` a pixel inside both a debris and a lake polygon is a lake: lake >
-    debris > clean_ice > background. Pixels covered by no polygon are background (0).
-
-    Args:
-        layers: Class name (one of :data:`~cryonet.constants.CLASSES`) -> GeoDataFrame of polygons in any CRS;
-            they are reprojected onto the grid's CRS.
-        grid: Target grid.
-        priority: Painting order, lowest priority first; must name every key of ``layers``.
-        all_touched: Burn every pixel a polygon touches, not only those whose centre it covers.
-
-    Returns:
-        ``(rows, cols)`` uint8 array of class ids.
-    """
-    from rasterio.features import rasterize
-
-    unknown = sorted(set(layers) - set(CLASS_IDS))
-    if unknown:
-        raise ValueError(f"unknown class layer(s) {unknown}; expected names from {list(CLASS_IDS)}")
-    unordered = sorted(set(layers) - set(priority))
-    if unordered:
-        raise ValueError(f"class layer(s) {unordered} are missing from the priority order {list(priority)}")
-    out = np.zeros(grid.shape, dtype=np.uint8)
-    for name in priority:
-        gdf = layers.get(name)
-        if gdf is None or len(gdf) == 0:
-            continue
-        if gdf.crs is None:
-            raise ValueError(f"the {name!r} polygons have no CRS; read them with cryonet.vector.read_polygons")
-        geoms = [g for g in gdf.to_crs(grid.crs).geometry if g is not None and not g.is_empty]
-        if geoms:
-            rasterize(((g, CLASS_IDS[name]) for g in geoms), out=out, transform=grid.transform, all_touched=all_touched)
-    return out
-
-
-def rasterize_scene_labels(labels_gpkg: str | os.PathLike[str], grid: Grid, *, all_touched: bool = False) -> np.ndarray:
-    """Rasterise a scene's reference GeoPackage (layers of :data:`cryonet.scene.LABEL_LAYERS`) onto ``grid``.
-
-    ``glaciers`` become clean_ice, ``debris`` debris and ``lakes`` lake, painted by
-    :data:`~cryonet.constants.CLASS_PRIORITY`. A missing layer is treated as empty (with a warning in the log); a
-    GeoPackage with none of them is an error.
-
-    Returns:
-        ``(rows, cols)`` uint8 array of class ids (0 = background).
-
-    Raises:
-        cryonet.vector.VectorError: the file is unreadable, has none of the label layers, or invalid polygons that
-            cannot be repaired.
-    """
-    import pyogrio
-
-    from cryonet.scene import LABEL_LAYERS
-    from cryonet.vector import VectorError, read_polygons
-
-    path = Path(labels_gpkg)
-    if not path.exists():
-        raise VectorError(f"{path}: reference polygons not found; check the 'labels' entry of scene.json.")
-    try:
-        present = {str(n) for n in pyogrio.list_layers(path)[:, 0]}
-    except (pyogrio.errors.DataSourceError, OSError) as exc:
-        raise VectorError(f"{path}: not a readable GeoPackage ({exc}).") from exc
-    if not present & set(LABEL_LAYERS):
-        raise VectorError(
-            f"{path}: none of the label layers {list(LABEL_LAYERS)} found (layers: {sorted(present)}). "
-            "Expected one polygon layer per class: glaciers (clean ice), debris, lakes."
-        )
-    layers = {}
-    for layer, cls in LABEL_LAYERS.items():
-        if layer not in present:
-            logger.warning("%s: no %r layer; no %s pixels come from it", path, layer, cls)
-            continue
-        layers[cls] = read_polygons(path, layer=layer, allow_empty=True)
-    return rasterize_polygons(layers, grid, all_touched=all_touched)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A whole scene onto its reference grid
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def dn_to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """Sentinel-2 L2A digital numbers -> surface reflectance 0-1 (NaN stays NaN).
-
-    ``(DN + S2_L2A_OFFSET) / S2_L2A_SCALE``; the conversion is linear, so converting after resampling equals
-    resampling reflectance. Since processing baseline 04.00 dark pixels can have DN < 1000, i.e. a negative
-    reflectance (noise around zero): it is clipped to 0, as a reflectance cannot be negative and the indices
-    computed later (ratios) would otherwise flip sign.
-    """
-    refl = (dn + S2_L2A_OFFSET) / S2_L2A_SCALE
-    return np.maximum(refl, 0.0, out=refl)  # np.maximum propagates NaN
-
-
-#: Former private name, still imported by :mod:`cryonet.features.stack`.
-_dn_to_reflectance = dn_to_reflectance
-
-
-def _on_grid(path: Path, grid: Grid) -> bool:
-    """True if ``path`` is a readable raster on exactly ``grid``."""
-    try:
-        other = Grid.from_file(path)
-    except RasterError:
-        return False
-    return (
-        other.crs == grid.crs
-        and other.shape == grid.shape
-        and other.transform.almost_equals(grid.transform, precision=1e-9)
-    )
-
-
-def _write_labels(scene: Scene, grid: Grid, path: Path, window_size: int) -> Path:
-    labels = rasterize_scene_labels(scene.labels, grid)
-    with open_raster(scene.reference_band) as src:
-        for win in iter_windows(grid, window_size):
-            dn = read_window(src, win)[0]
-            no_data = np.isnan(dn) | (dn == S2_L2A_NODATA)
-            labels[win.toslices()][no_data] = LABEL_NODATA
-    return write_raster(
-        path,
-        labels,
-        grid,
-        nodata=LABEL_NODATA,
-        descriptions=["labels"],
-        dtype="uint8",
-        tags={"classes": "0 background, 1 clean_ice, 2 debris, 3 lake", "source": Path(scene.labels).name},
-    )
-
-
-def align_scene(
-    scene: Scene,
-    out_dir: str | os.PathLike[str],
-    *,
-    progress: bool = True,
-    overwrite: bool = False,
-    window_size: int = DEFAULT_WINDOW,
-) -> dict[str, Path]:
-    """Align every input of a scene onto its reference grid (Sentinel-2 B2, 10 m) and rasterise its labels.
-
-    Writes into ``out_dir``, one single-band GeoTIFF per layer, each with its band description set:
-
-    * ``B2.tif`` ... ``B12.tif``: surface reflectance 0-1, float32, NaN where L2A DN is 0 (nodata); bilinear for
-      the 20 m bands; negative reflectance clipped to 0 (see :func:`dn_to_reflectance`);
-    * ``dem.tif``: elevation (metres), bilinear from the DEM's own CRS (e.g. EPSG:4326);
-    * ``coherence.tif``: InSAR coherence 0-1, bilinear;
-    * ``phase.tif``: wrapped phase (radians), resampled through its complex exponential
-      (:func:`align_phase_to_grid`), because bilinear interpolation of wrapped values is wrong at the ±pi wrap;
-    * ``labels.tif`` (if ``scene.labels``): uint8 class ids, :data:`~cryonet.constants.LABEL_NODATA` (255) where
-      the reference band has no data (DN 0, nodata or masked).
-
-    Memory: the raster layers are warped window by window (a few ``window_size``² blocks at a time); only the
-    label raster is held whole while the polygons are burnt in (one byte per pixel: 120 MB for a full 10980²
-    Sentinel-2 tile).
-
-    Resuming: each file is written atomically, so a file under its final name is complete; an existing output on
-    the reference grid is therefore kept as it is (skipped) unless ``overwrite`` is set. Delete ``out_dir`` or
-    pass ``overwrite=True`` after changing the scene's inputs.
-
-    Args:
-        scene: The scene (see :class:`cryonet.scene.Scene`).
-        out_dir: Output directory (created if needed).
-        progress: Show a progress bar over layers.
-        overwrite: Recompute outputs that already exist.
-        window_size: Processing window edge length in pixels.
-
-    Returns:
-        Layer name (``"B2"`` ... ``"B12"``, ``"dem"``, ``"coherence"``, ``"phase"``, ``"labels"``) -> path.
-    """
-    grid = check_raster(scene.reference_band, count=1)
-    # Fail fast, before hours of warping, if any input is unreadable, truncated or not single-band.
-    for path in [*scene.s2.values(), scene.dem, scene.coherence, scene.phase]:
-        check_raster(path, count=1)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def s2_job(band: str) -> Callable[[Path], Path]:
-        return lambda dst: _align(
-            scene.s2[band], grid, dst, band_names=[band], window_size=window_size, src_nodata=S2_L2A_NODATA,
-            convert=dn_to_reflectance, tags={"units": "surface reflectance (0-1)"},
-        )  # fmt: skip
-
-    def continuous_job(src: Path, name: str, units: str) -> Callable[[Path], Path]:
-        return lambda dst: _align(src, grid, dst, band_names=[name], window_size=window_size, tags={"units": units})
-
-    jobs: list[tuple[str, Callable[[Path], Path]]] = [(band, s2_job(band)) for band in S2_BANDS]
-    jobs += [
-        ("dem", continuous_job(scene.dem, "dem", "metres")),
-        ("coherence", continuous_job(scene.coherence, "coherence", "coherence (0-1)")),
-        ("phase", lambda dst: align_phase_to_grid(scene.phase, grid, dst, window_size=window_size)),
-    ]
-    if scene.labels is not None:
-        jobs.append(("labels", lambda dst: _write_labels(scene, grid, dst, window_size)))
-
-    outputs: dict[str, Path] = {}
-    for name, job in tqdm(jobs, desc="align scene", unit="layer", disable=not progress):
-        path = out_dir / f"{name}.tif"
-        if not overwrite and path.exists() and _on_grid(path, grid):
-            logger.info("%s already exists on the reference grid; kept (overwrite=True recomputes it)", path)
-        else:
-            job(path)
-        outputs[name] = path
-    return outputs

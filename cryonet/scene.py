@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cryonet.constants import S2_BANDS
+from cryonet.errors import CryonetError
+from cryonet.raster import atomic_path
 
 SCENE_FILE = "scene.json"
 
@@ -38,7 +40,7 @@ SCENE_FILE = "scene.json"
 LABEL_LAYERS: dict[str, str] = {"glaciers": "clean_ice", "debris": "debris", "lakes": "lake"}
 
 
-class SceneError(ValueError):
+class SceneError(CryonetError, ValueError):
     """A scene directory is incomplete or its ``scene.json`` is malformed."""
 
 
@@ -148,8 +150,6 @@ class Scene:
 
     def save(self) -> Path:
         """Write ``scene.json`` atomically and return its path."""
-        from cryonet.raster import atomic_path
-
         path = Path(self.root) / SCENE_FILE
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -62,6 +62,7 @@ from cryonet.datasets import (
     read_layer_table,
     scan_tiles,
 )
+from cryonet.errors import CryonetError
 from cryonet.raster import Grid, atomic_path, iter_windows, open_raster
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ CI_METRICS: Final[tuple[str, ...]] = (
 SHIFT_PLOT_LAYERS: Final[tuple[str, ...]] = ("elevation", "slope", "coherence", "B8", "ndsi")
 
 
-class TransferError(ValueError):
+class TransferError(CryonetError, ValueError):
     """The source run and the target stack do not fit together; the message says what differs and what to do."""
 
 
@@ -141,7 +142,7 @@ def check_feature_settings(
             built with its own PCA or texture range: rebuild it with ``build_stack(..., like=SOURCE_STACK)``).
     """
     src, tgt = Path(source_stack), Path(target_stack)
-    fix = f"Rebuild {tgt} with cryonet.features.stack.build_stack(..., like='{src}') (`cryonet stack --like`)."
+    fix = f"Rebuild {tgt} with cryonet.features.stack.build_stack(..., like='{src}') (`cryonet features --like`)."
     a, b = layer_names(src), layer_names(tgt)
     if a != b:
         raise TransferError(f"{tgt}: its layers {b} differ from the source stack {src} ({a}). {fix}")

@@ -34,6 +34,11 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from cryonet.constants import CLASS_IDS, CLASS_PRIORITY, CLASSES, GLACIER_CLASSES, LABEL_NODATA
+from cryonet.errors import CryonetError
+from cryonet.raster import open_raster
+from cryonet.scene import LABEL_LAYERS
+
 logger = logging.getLogger(__name__)
 
 #: Geometry types that are kept as they are.
@@ -42,7 +47,7 @@ POLYGON_TYPES: tuple[str, ...] = ("Polygon", "MultiPolygon")
 _MAX_ROWS_SHOWN = 10
 
 
-class VectorError(ValueError):
+class VectorError(CryonetError, ValueError):
     """A vector input is missing, unreadable or holds no usable polygons; the message names the file."""
 
 
@@ -234,8 +239,6 @@ GLACIER_EXTENT_CLASSES: tuple[str, ...] = ("clean_ice", "debris")
 
 
 def _class_ids(classes: Sequence[str]) -> dict[str, int]:
-    from cryonet.constants import CLASS_IDS
-
     unknown = [c for c in classes if c not in CLASS_IDS]
     if unknown:
         raise ValueError(f"unknown class name(s) {unknown}; expected names from {list(CLASS_IDS)}")
@@ -313,9 +316,6 @@ def polygonize_classes(
     """
     import rasterio.features
     from shapely.geometry import shape as to_shape
-
-    from cryonet.constants import LABEL_NODATA
-    from cryonet.raster import open_raster
 
     ids = _class_ids(classes)
     with open_raster(labels_path) as src:
@@ -403,12 +403,10 @@ def outline_layers(gdf: gpd.GeoDataFrame) -> dict[str, gpd.GeoDataFrame]:
     """The reference-style layers of class polygons: ``glaciers``, ``debris``, ``lakes`` (+ ``outlines``).
 
     Layer names and meanings are those of :data:`cryonet.scene.LABEL_LAYERS`, so a prediction's GeoPackage can be
-    rasterised with :func:`cryonet.raster.rasterize_scene_labels` exactly like a reference: ``glaciers`` are whole
+    rasterised with :func:`cryonet.prepare.rasterize_scene_labels` exactly like a reference: ``glaciers`` are whole
     glacier outlines (clean ice and debris; :func:`glacier_outlines`), painted first, ``debris`` and ``lakes`` over
     them. ``outlines`` holds every polygon with its ``class``.
     """
-    from cryonet.scene import LABEL_LAYERS
-
     out: dict[str, gpd.GeoDataFrame] = {OUTLINES_LAYER: gdf.reset_index(drop=True)}
     for layer, cls in LABEL_LAYERS.items():
         if cls == "clean_ice":
@@ -463,7 +461,7 @@ def read_outlines(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
 
     A file written by :func:`write_outlines` is read back as written. A reference GeoPackage (layers of
     :data:`cryonet.scene.LABEL_LAYERS`) is turned into class polygons with the rasterisation priority of
-    :func:`cryonet.raster.rasterize_polygons`: lakes; debris outside lakes; clean ice = glaciers outside debris and
+    :func:`cryonet.prepare.rasterize_polygons`: lakes; debris outside lakes; clean ice = glaciers outside debris and
     lakes (see :func:`reference_class_geometries`).
     """
     path = Path(path)
@@ -485,8 +483,6 @@ def read_outlines(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
 
 
 def _reference_layers(ref: str | os.PathLike[str] | Mapping[str, gpd.GeoDataFrame]) -> dict[str, gpd.GeoDataFrame]:
-    from cryonet.scene import LABEL_LAYERS
-
     if isinstance(ref, Mapping):
         unknown = sorted(set(ref) - set(LABEL_LAYERS))
         if unknown:
@@ -510,15 +506,12 @@ def reference_class_geometries(
     """One dissolved geometry per class from reference layers, with the rasterisation priority.
 
     ``glaciers`` (whole outlines) -> clean ice, ``debris`` -> debris, ``lakes`` -> lake, painted in
-    :data:`cryonet.constants.CLASS_PRIORITY` order as :func:`cryonet.raster.rasterize_polygons` does: lake = lakes;
+    :data:`cryonet.constants.CLASS_PRIORITY` order as :func:`cryonet.prepare.rasterize_polygons` does: lake = lakes;
     debris = debris minus lakes; clean ice = glaciers minus debris minus lakes.
 
     Returns:
         Class name -> one-row GeoSeries (in ``crs``, default the first layer's CRS).
     """
-    from cryonet.constants import CLASS_PRIORITY
-    from cryonet.scene import LABEL_LAYERS
-
     layers = _reference_layers(ref)
     if not layers:
         raise VectorError("no reference layers given")
@@ -546,8 +539,6 @@ def area_table(gdf: gpd.GeoDataFrame, classes: Sequence[str] | None = None) -> p
         DataFrame indexed by class with ``count`` (polygons), ``total_km2`` and ``median_km2`` (median polygon
         area; NaN without polygons), areas measured in :func:`equal_area_crs`.
     """
-    from cryonet.constants import GLACIER_CLASSES
-
     classes = list(classes) if classes is not None else list(GLACIER_CLASSES)
     if len(gdf):
         area = gdf.geometry.to_crs(equal_area_crs(gdf)).area / 1e6
@@ -607,9 +598,6 @@ def compare_with_reference(
         "glaciers": DataFrame indexed by glacier id (ref_km2, pred_km2, diff_km2, rel_diff)}``; an empty
         ``glaciers`` table when the reference has no glacier layer.
     """
-    from cryonet.constants import CLASSES
-    from cryonet.scene import LABEL_LAYERS
-
     pred_gdf = read_outlines(pred) if isinstance(pred, str | os.PathLike) else pred
     if "class" not in pred_gdf.columns:
         raise VectorError("predicted outlines need a 'class' column (from polygonize_classes / read_outlines)")

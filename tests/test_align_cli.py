@@ -1,4 +1,4 @@
-"""`cryonet align`: the CLI adapter over cryonet.raster.align_to_grid / align_scene."""
+"""`cryonet align`: the CLI adapter over cryonet.raster.align_to_grid / cryonet.prepare.align_scene."""
 
 from __future__ import annotations
 

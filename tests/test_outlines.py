@@ -11,7 +11,8 @@ from rasterio.transform import from_origin
 
 from cryonet import vector as V
 from cryonet.constants import CLASS_IDS, LABEL_NODATA
-from cryonet.raster import Grid, rasterize_polygons, rasterize_scene_labels, write_raster
+from cryonet.prepare import rasterize_polygons, rasterize_scene_labels
+from cryonet.raster import Grid, write_raster
 
 RES = 10.0
 PX_M2 = RES * RES

@@ -290,8 +290,9 @@ def test_dask_local_cluster_equals_numpy(full_stack, scene, tmp_path):
 
 
 def test_inputs_agree_with_raster_align_scene(full_stack, scene, tmp_path):
-    """Cross-check the on-the-fly reads against cryonet.raster.align_scene (written files, other code path)."""
-    from cryonet.raster import align_scene, read_raster
+    """Cross-check the on-the-fly reads against cryonet.prepare.align_scene (written files, other code path)."""
+    from cryonet.prepare import align_scene
+    from cryonet.raster import read_raster
 
     aligned = align_scene(scene, tmp_path / "aligned", progress=False)
     data, desc, _ = _read(full_stack.path)

@@ -76,13 +76,14 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS, S2_BANDS, S2_L2A_NODATA
+from cryonet.errors import CryonetError
 from cryonet.features.indices import INDEX_LAYERS, INDEX_SOURCES, INDEX_UNITS, spectral_indices
 from cryonet.features.pca import PCATransform, pca_layer_names
 from cryonet.features.tasseled_cap import TC_LAYERS, TC_UNITS, tasseled_cap
+from cryonet.prepare import dn_to_reflectance, rasterize_scene_labels
 from cryonet.raster import (
     Grid,
     atomic_path,
-    dn_to_reflectance,
     gtiff_profile,
     halo_slices,
     iter_windows,
@@ -108,7 +109,7 @@ GDAL_CACHE_MB: Final[int] = 64
 _TAG: Final[str] = "cryonet_stack"
 
 
-class StackError(ValueError):
+class StackError(CryonetError, ValueError):
     """A stack or its layer table is missing or does not fit what was asked for; the message names the file."""
 
 
@@ -1074,8 +1075,6 @@ ROCK_THRESHOLDS: Final[dict[str, float]] = {"ndvi": 0.2, "ndsi": 0.4, "ndwi": 0.
 
 def _labels_reader(labels_path: Path, grid: Grid) -> Callable[[Window], np.ndarray]:
     if labels_path.suffix.lower() == ".gpkg":
-        from cryonet.raster import rasterize_scene_labels
-
         labels = rasterize_scene_labels(labels_path, grid)  # uint8, one byte per pixel
         return lambda win: labels[win.toslices()]
     src_grid = Grid.from_file(labels_path)
