@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
 CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
-
 __all__ = [
     "CLASS_SCORES",
     "boundary_distance",
@@ -60,6 +59,7 @@ __all__ = [
     "class_intervals",
     "class_metrics",
     "confusion_matrix",
+    "paired_difference",
     "per_class",
     "summary",
 ]
@@ -234,6 +234,55 @@ def summary(
     return out
 
 
+def _tile_stack(cms_per_tile: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """``cms_per_tile`` as a ``(T, C, C)`` int64 array, checked (``T >= 1``; ``C == n_classes`` when given)."""
+    cms = np.asarray(cms_per_tile, dtype=np.int64)
+    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1:
+        raise ValueError(f"cms_per_tile must have shape (T, C, C) with T >= 1, got {cms.shape}")
+    if n_classes is not None and cms.shape[1] != n_classes:
+        raise ValueError(f"cms_per_tile must have shape (T, {n_classes}, {n_classes}), got {cms.shape}")
+    return cms
+
+
+def _check_level(n_boot: int, alpha: float) -> None:
+    """Raise ValueError unless ``n_boot >= 1`` and ``0 < alpha < 1``."""
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+
+
+def _tile_resamples(n_tiles: int, n_boot: int, seed: int) -> np.ndarray:
+    """Multiplicities of the tiles in every bootstrap replicate: the one place where tiles are resampled.
+
+    One multinomial draw ``(n_boot, T)`` from ``np.random.default_rng(seed)`` (each row sums to ``T``; identical in
+    distribution to ``T`` draws of a tile with replacement). :func:`bootstrap_ci`, :func:`class_intervals` and
+    :func:`paired_difference` all resample through it, so that one seed gives the same replicates in each of them.
+
+    Args:
+        n_tiles: Number of tiles ``T`` (at least 1).
+        n_boot: Number of replicates (at least 1).
+        seed: Seed of the generator.
+
+    Returns:
+        ``(n_boot, T)`` int64 counts.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
+
+
+def _resampled(cms: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Replicate matrices ``(n_boot, C, C)``: per-tile matrices ``(T, C, C)`` summed with multiplicities ``counts``."""
+    return np.tensordot(counts, cms, axes=(1, 0))
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """``alpha/2`` and ``1 - alpha/2`` quantiles of the non-NaN replicate values (NaN, NaN when there are none)."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
 def bootstrap_ci(
     cms_per_tile: np.ndarray,
     metric_fn: Callable[[np.ndarray], float],
@@ -246,8 +295,8 @@ def bootstrap_ci(
     Each replicate draws ``T`` tiles with replacement and sums their confusion matrices; the metric of the
     summed matrix is one bootstrap value. Resampling whole tiles (not pixels) keeps the spatial correlation
     within a tile. The draw is vectorised: the multiplicities of the tiles in all replicates come from one
-    multinomial draw ``(n_boot, T)`` (identical in distribution to ``T`` draws with replacement), and the
-    replicate matrices are one ``tensordot``; ``metric_fn`` is then called once per replicate.
+    multinomial draw ``(n_boot, T)`` (:func:`_tile_resamples`), and the replicate matrices are one ``tensordot``;
+    ``metric_fn`` is then called once per replicate.
 
     Args:
         cms_per_tile: ``(T, C, C)`` confusion matrices of the ``T`` test tiles.
@@ -264,22 +313,28 @@ def bootstrap_ci(
     Raises:
         ValueError: Bad shapes or parameters.
     """
-    cms = np.asarray(cms_per_tile, dtype=np.int64)
-    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1:
-        raise ValueError(f"cms_per_tile must have shape (T, C, C) with T >= 1, got {cms.shape}")
-    if n_boot < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    n_tiles = cms.shape[0]
+    cms = _tile_stack(cms_per_tile)
+    _check_level(n_boot, alpha)
     estimate = float(metric_fn(cms.sum(axis=0)))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)  # (n_boot, T)
-    boot_cms = np.tensordot(counts, cms, axes=(1, 0))  # (n_boot, C, C)
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))  # (n_boot, C, C)
     values = np.fromiter((metric_fn(m) for m in boot_cms), dtype=np.float64, count=n_boot)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return estimate, float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return estimate, float(low), float(high)
+    return (estimate, *_percentile_interval(values, alpha))
+
+
+def _class_interval_table(
+    cm: np.ndarray, boot_cms: np.ndarray, alpha: float, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """The :func:`class_intervals` table from the summed matrix ``(C, C)`` and the replicates ``(n_boot, C, C)``."""
+    boot = per_class(boot_cms)  # arrays (n_boot, C): all replicates scored in one vectorised call
+    point = per_class(cm)
+    out: dict[str, np.ndarray] = {}
+    for score in CLASS_SCORES:
+        low = np.full(len(class_names), np.nan)
+        high = np.full(len(class_names), np.nan)
+        for k in range(len(class_names)):
+            low[k], high[k] = _percentile_interval(boot[score][:, k], alpha)
+        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
+    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
 
 
 def class_intervals(
@@ -292,10 +347,9 @@ def class_intervals(
 ) -> pd.DataFrame:
     """Per-class IoU, precision, recall and F1 with percentile bootstrap intervals over tiles.
 
-    The replicates are those of :func:`bootstrap_ci` with the same ``seed`` (one multinomial draw of tile
-    multiplicities, ``(n_boot, T)``), so an interval here equals ``bootstrap_ci`` of the same score. Written out
-    rather than calling ``bootstrap_ci`` 16 times because :func:`per_class` scores all replicate matrices
-    ``(n_boot, C, C)`` in one vectorised call.
+    The replicates are those of :func:`bootstrap_ci` with the same ``seed`` (:func:`_tile_resamples`), so an
+    interval here equals ``bootstrap_ci`` of the same score. Not written as 16 calls of ``bootstrap_ci`` because
+    :func:`per_class` scores all replicate matrices ``(n_boot, C, C)`` in one vectorised call.
 
     Args:
         cms_per_tile: ``(T, C, C)`` confusion matrices.
@@ -311,27 +365,57 @@ def class_intervals(
     Raises:
         ValueError: Bad shapes or parameters.
     """
-    cms = np.asarray(cms_per_tile, dtype=np.int64)
-    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1 or cms.shape[1] != len(class_names):
-        raise ValueError(f"cms_per_tile must have shape (T, {len(class_names)}, {len(class_names)}), got {cms.shape}")
-    if n_boot < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    n_tiles = cms.shape[0]
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
-    boot = per_class(np.tensordot(counts, cms, axes=(1, 0)))  # arrays (n_boot, C)
-    point = per_class(cms.sum(axis=0))
-    out: dict[str, np.ndarray] = {}
-    for score in CLASS_SCORES:
-        values = boot[score]
-        low = np.full(len(class_names), np.nan)
-        high = np.full(len(class_names), np.nan)
-        for k in range(len(class_names)):
-            v = values[:, k][~np.isnan(values[:, k])]
-            if v.size:
-                low[k], high[k] = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
-    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
+    cms = _tile_stack(cms_per_tile, len(class_names))
+    _check_level(n_boot, alpha)
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))
+    return _class_interval_table(cms.sum(axis=0), boot_cms, alpha, class_names)
+
+
+def paired_difference(
+    cms_a: np.ndarray,
+    cms_b: np.ndarray,
+    metric_fn: Callable[[np.ndarray], float],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Difference of a metric between two predictions of the same tiles, with a paired bootstrap interval.
+
+    Both sets of per-tile matrices are resampled with the *same* tile multiplicities in every replicate (the two
+    predictions are scored on identical tiles, so their errors are correlated and the difference varies less than
+    either score). The multiplicities are those of :func:`bootstrap_ci` with the same seed
+    (:func:`_tile_resamples`). The difference is ``metric(a) - metric(b)``.
+
+    Args:
+        cms_a: ``(T, C, C)`` per-tile confusion matrices of prediction a.
+        cms_b: ``(T, C, C)`` of prediction b, same tiles in the same order.
+        metric_fn: Function of a ``(C, C)`` matrix, e.g. ``lambda cm: summary(cm)["miou_glacier"]``.
+        n_boot: Replicates.
+        alpha: Two-sided level.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(difference, low, high)``; a lower bound above 0 means a is better than b at that level. Replicates where
+        the difference is NaN are left out of the quantiles.
+
+    Raises:
+        ValueError: The two stacks differ in shape (not scored on the same tiles), bad shapes or parameters.
+    """
+    a = np.asarray(cms_a, dtype=np.int64)
+    b = np.asarray(cms_b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(
+            f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
+            f"and {b.shape} (score both on the same tiles)"
+        )
+    a, b = _tile_stack(a), _tile_stack(b)
+    _check_level(n_boot, alpha)
+    estimate = float(metric_fn(a.sum(axis=0)) - metric_fn(b.sum(axis=0)))
+    counts = _tile_resamples(a.shape[0], n_boot, seed)
+    boot_a, boot_b = _resampled(a, counts), _resampled(b, counts)
+    diffs = np.array([metric_fn(x) - metric_fn(y) for x, y in zip(boot_a, boot_b, strict=True)], dtype=np.float64)
+    return (estimate, *_percentile_interval(diffs, alpha))
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

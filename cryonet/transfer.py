@@ -843,7 +843,6 @@ def fewshot_finetune(
         ``metrics_test.json``, or None), ``recovered`` (:func:`recovered_fraction`, NaN when undefined),
         ``prediction`` and ``seconds``.
     """
-    from cryonet.baseline import paired_difference
     from cryonet.inference import predict_checkpoint
     from cryonet.train import checkpoint_path, resolve_profile, train
 
@@ -960,7 +959,7 @@ def fewshot_finetune(
     fin = score_prediction(pred_path, target_stack, target_labels, **kw)
     tra = score_prediction(transferred_prediction, target_stack, target_labels, **kw)
     assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
-    gain = paired_difference(
+    gain = metrics.paired_difference(
         fin["cm_tiles"],
         tra["cm_tiles"],
         lambda m: metrics.summary(m)["miou_glacier"],

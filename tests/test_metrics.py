@@ -172,6 +172,69 @@ def test_class_intervals_match_bootstrap_ci():
         metrics.class_intervals(cms[:, :3, :3])
 
 
+def test_tile_resamples_is_one_seeded_multinomial_draw():
+    counts = metrics._tile_resamples(7, 5, seed=1)
+    expected = np.random.default_rng(1).multinomial(7, np.full(7, 1 / 7), size=5)
+    assert counts.shape == (5, 7) and counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, expected)
+    assert (counts.sum(axis=1) == 7).all()
+
+
+def test_bootstrap_numbers_are_those_of_the_previous_implementation():
+    # Recorded from the implementation before the tile resampling was written once (commit 847b2be: bootstrap_ci,
+    # class_intervals and baseline.paired_difference each drawing their own multinomial counts). Same seed, same
+    # input -> the same numbers, to the bit.
+    a, b = _tile_cms(12, seed=7), _tile_cms(12, seed=8)
+    assert metrics.bootstrap_ci(a, _miou, n_boot=200, seed=3) == (
+        0.6304593606413477,
+        0.5604633171650178,
+        0.6966480679516144,
+    )
+    kappa = metrics.bootstrap_ci(a, lambda m: metrics.summary(m)["kappa"], n_boot=200, seed=3)
+    assert kappa == (0.6922510870588074, 0.6154742995221649, 0.7583729426302913)
+    table = metrics.class_intervals(a, n_boot=200, seed=3)
+    assert table.loc["debris", ["iou", "iou_low", "iou_high", "f1_low", "f1_high"]].tolist() == [
+        0.6233766233766234,
+        0.5395996263260012,
+        0.7002456854915776,
+        0.7009609654509532,
+        0.8236994072524719,
+    ]
+    assert metrics.paired_difference(a, b, _miou, n_boot=200, seed=3) == (
+        -0.01339434684234675,
+        -0.11862183933287913,
+        0.06867598377729224,
+    )
+
+
+def test_paired_difference():
+    rng = np.random.default_rng(1)
+    good = rng.integers(0, 5, (10, 4, 4)) + np.eye(4, dtype=np.int64) * 100  # mostly on the diagonal
+    bad = good.copy()
+    bad[:, 2, 2] -= 60
+    bad[:, 2, 0] += 60  # debris often missed
+    fn = lambda m: metrics.per_class(m)["iou"][2]  # noqa: E731
+    d, lo, hi = metrics.paired_difference(good, bad, fn, n_boot=200, seed=2)
+    assert d == pytest.approx(fn(good.sum(0)) - fn(bad.sum(0))) and 0 < lo <= d <= hi
+    # the same replicates as bootstrap_ci: with b all zeros and a metric that is 0 there, (a - b) is bootstrap_ci(a)
+    share = lambda m: m[2, 2] / max(int(m.sum()), 1)  # noqa: E731
+    assert metrics.paired_difference(good, np.zeros_like(good), share, n_boot=200, seed=2) == metrics.bootstrap_ci(
+        good, share, n_boot=200, seed=2
+    )
+    with pytest.raises(ValueError, match="same tiles"):
+        metrics.paired_difference(good, good[:5], fn)
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.paired_difference(good, bad, fn, n_boot=0)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_paired_difference_of_identical_inputs_is_exactly_zero(seed):
+    cms = _tile_cms(15, seed=seed)
+    for key in ("miou_glacier", "kappa", "pixel_accuracy"):
+        d = metrics.paired_difference(cms, cms.copy(), lambda m, k=key: metrics.summary(m)[k], n_boot=300, seed=seed)
+        assert d == (0.0, 0.0, 0.0)  # zero difference, zero-width interval
+
+
 def test_boundary_distance_of_offset_edges_is_the_offset():
     # two straight outlines 4 columns apart: every boundary pixel is exactly 4 x 10 m from the other outline
     t = np.zeros((32, 40), dtype=bool)
