@@ -7,8 +7,9 @@ nothing of its neighbourhood, terrain, radar or texture. It is trained on a pixe
 the CNN's own spatial split** (``RUN/split.json``) and scored on **exactly the same test tiles** as
 :func:`cryonet.train.evaluate` scores the CNN (:func:`evaluate_pixel_classifier`): same windows, same nodata rule
 (:func:`cryonet.datasets.invalid_pixels`: label 255 or more than half of the layers NaN), one confusion matrix per
-tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
-Overlapping test tiles count their shared pixels once per tile, as in :func:`cryonet.train.evaluate`.
+tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.score_cm_tiles`,
+the scorer :func:`cryonet.train.evaluate` uses too). Overlapping test tiles count their shared pixels once per tile,
+as in :func:`cryonet.train.evaluate`.
 
 The scoring loop (:func:`score_tiles`) takes any batch predictor. A trained CNN run is **not** scored here: its
 one scorer is :func:`cryonet.train.evaluate`, which keeps the per-tile confusion matrices
@@ -379,33 +380,23 @@ def score_tiles(
     return np.stack(cms), seconds
 
 
+#: Keys of :class:`cryonet.metrics.TileScores` in the result of :func:`evaluate_pixel_classifier`, in this order.
+_RESULT_KEYS: tuple[str, ...] = (
+    "n_tiles",
+    "summary",
+    "classes",
+    "class_ci",
+    "ci",
+    "ci_level",
+    "confusion_matrix",
+    "cm_tiles",
+)
+
+
 def _result(cms: np.ndarray, *, n_boot: int, alpha: float, seed: int, **info: Any) -> dict[str, Any]:
-    cm = cms.sum(axis=0)
-    ci = {}
-    for key in (
-        "miou_glacier",
-        "miou_all",
-        "glacier_union_iou",
-        "pixel_accuracy",
-        "mean_f1_glacier",
-        "mean_precision_glacier",
-        "mean_recall_glacier",
-    ):
-        est, lo, hi = metrics.bootstrap_ci(
-            cms, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
-        )
-        ci[key] = {"estimate": est, "low": lo, "high": hi}
-    return {
-        **info,
-        "n_tiles": int(cms.shape[0]),
-        "summary": metrics.summary(cm),
-        "classes": metrics.class_metrics(cm),
-        "class_ci": metrics.class_intervals(cms, n_boot=n_boot, alpha=alpha, seed=seed),
-        "ci": ci,
-        "ci_level": 1 - alpha,
-        "confusion_matrix": cm,
-        "cm_tiles": cms,
-    }
+    """``info`` followed by the :func:`cryonet.metrics.score_cm_tiles` scores of the per-tile matrices ``cms``."""
+    scores = metrics.score_cm_tiles(cms, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {**info, **scores.to_dict(_RESULT_KEYS)}
 
 
 def evaluate_pixel_classifier(

@@ -34,12 +34,21 @@ The paper's headline "overall IoU" does not say which average it is. We report a
 Further keys: ``pixel_accuracy`` (trace / total), ``mean_precision_*``, ``mean_recall_*``, ``mean_f1_*`` (macro
 means with suffix ``_glacier`` or ``_all`` as above), ``kappa`` (Cohen's kappa over all four classes) and
 ``n_pixels``.
+
+Bootstrap over tiles
+--------------------
+Intervals resample whole tiles with replacement (percentile intervals; :func:`bootstrap_ci`,
+:func:`class_intervals`, :func:`paired_difference`). Every one of them draws its replicates through
+:func:`_tile_resamples`, so one seed gives the same replicates everywhere. :func:`score_cm_tiles` is the scorer of
+a set of per-tile matrices (a CNN run, the pixel baseline, a transferred model): summary, per-class table and the
+intervals of both, from one draw.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,8 +61,21 @@ logger = logging.getLogger(__name__)
 
 #: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
 CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
+#: Keys of :func:`summary` that :func:`score_cm_tiles` gives bootstrap intervals for (its ``ci``).
+CI_METRICS: tuple[str, ...] = (
+    "miou_glacier",
+    "miou_all",
+    "glacier_union_iou",
+    "pixel_accuracy",
+    "mean_f1_glacier",
+    "mean_precision_glacier",
+    "mean_recall_glacier",
+)
+
 __all__ = [
+    "CI_METRICS",
     "CLASS_SCORES",
+    "TileScores",
     "boundary_distance",
     "bootstrap_ci",
     "class_intervals",
@@ -61,6 +83,7 @@ __all__ = [
     "confusion_matrix",
     "paired_difference",
     "per_class",
+    "score_cm_tiles",
     "summary",
 ]
 
@@ -254,8 +277,9 @@ def _tile_resamples(n_tiles: int, n_boot: int, seed: int) -> np.ndarray:
     """Multiplicities of the tiles in every bootstrap replicate: the one place where tiles are resampled.
 
     One multinomial draw ``(n_boot, T)`` from ``np.random.default_rng(seed)`` (each row sums to ``T``; identical in
-    distribution to ``T`` draws of a tile with replacement). :func:`bootstrap_ci`, :func:`class_intervals` and
-    :func:`paired_difference` all resample through it, so that one seed gives the same replicates in each of them.
+    distribution to ``T`` draws of a tile with replacement). :func:`bootstrap_ci`, :func:`class_intervals`,
+    :func:`paired_difference` and :func:`score_cm_tiles` all resample through it, so that one seed gives the same
+    replicates in each of them.
 
     Args:
         n_tiles: Number of tiles ``T`` (at least 1).
@@ -416,6 +440,150 @@ def paired_difference(
     boot_a, boot_b = _resampled(a, counts), _resampled(b, counts)
     diffs = np.array([metric_fn(x) - metric_fn(y) for x, y in zip(boot_a, boot_b, strict=True)], dtype=np.float64)
     return (estimate, *_percentile_interval(diffs, alpha))
+
+
+@dataclass(frozen=True, eq=False)
+class TileScores:
+    """Everything a model's per-tile confusion matrices say: the pooled scores and their bootstrap intervals.
+
+    Made by :func:`score_cm_tiles`; every scorer of a prediction (a CNN run, the pixel baseline, a transferred model)
+    builds its result from one of these, so that the numbers and their keys mean the same everywhere.
+
+    Attributes:
+        cm_tiles: ``(T, C, C)`` int64 per-tile matrices (rows = reference), in the order they were given.
+        confusion_matrix: ``(C, C)`` int64, their sum.
+        summary: :func:`summary` of the summed matrix.
+        classes: :func:`class_metrics` table of the summed matrix.
+        class_ci: :func:`class_intervals` table (per-class scores with intervals).
+        ci: Summary metric -> ``{"estimate", "low", "high"}`` (:func:`bootstrap_ci` of that key of
+            :func:`summary`), for the keys asked for (:data:`CI_METRICS` by default).
+        alpha: Two-sided level of the intervals.
+        n_boot: Bootstrap replicates.
+        seed: Seed of the tile resampling.
+        class_names: Class names in label order.
+    """
+
+    cm_tiles: np.ndarray
+    confusion_matrix: np.ndarray
+    summary: dict[str, float]
+    classes: pd.DataFrame
+    class_ci: pd.DataFrame
+    ci: dict[str, dict[str, float]]
+    alpha: float
+    n_boot: int
+    seed: int
+    class_names: tuple[str, ...]
+
+    @property
+    def ci_level(self) -> float:
+        """Coverage of the intervals, ``1 - alpha`` (0.95 for 95 % intervals)."""
+        return 1 - self.alpha
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of scored tiles ``T``."""
+        return int(self.cm_tiles.shape[0])
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of scored pixels (the sum of the summed matrix)."""
+        return int(self.confusion_matrix.sum())
+
+    def to_dict(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The scores as a dict, with the key names the results of the scorers use.
+
+        Args:
+            keys: Keys to return, in this order (default: all of them): ``n_tiles``, ``summary``, ``classes``,
+                ``class_ci``, ``ci``, ``ci_level``, ``n_boot``, ``bootstrap_unit`` (``"tile"``),
+                ``bootstrap_seed``, ``class_names`` (list), ``confusion_matrix``, ``cm_tiles``, ``n_pixels``.
+
+        Returns:
+            Dict of those keys. Arrays and tables are the objects held here, not copies.
+
+        Raises:
+            KeyError: An unknown key.
+        """
+        full: dict[str, Any] = {
+            "n_tiles": self.n_tiles,
+            "summary": self.summary,
+            "classes": self.classes,
+            "class_ci": self.class_ci,
+            "ci": self.ci,
+            "ci_level": self.ci_level,
+            "n_boot": self.n_boot,
+            "bootstrap_unit": "tile",
+            "bootstrap_seed": self.seed,
+            "class_names": list(self.class_names),
+            "confusion_matrix": self.confusion_matrix,
+            "cm_tiles": self.cm_tiles,
+            "n_pixels": self.n_pixels,
+        }
+        if keys is None:
+            return full
+        unknown = [k for k in keys if k not in full]
+        if unknown:
+            raise KeyError(f"TileScores has no key(s) {unknown}; expected some of {list(full)}")
+        return {k: full[k] for k in keys}
+
+
+def score_cm_tiles(
+    cm_tiles: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    ci_metrics: Sequence[str] = CI_METRICS,
+    class_names: Sequence[str] = CLASSES,
+) -> TileScores:
+    """Score per-tile confusion matrices: summary, per-class table, and bootstrap intervals of both.
+
+    The one scorer behind :func:`cryonet.train.evaluate`, :func:`cryonet.baseline.evaluate_pixel_classifier` and
+    :func:`cryonet.transfer.score_prediction`. The matrices are summed for the point estimates (:func:`summary`,
+    :func:`class_metrics`). The tiles are resampled **once** (:func:`_tile_resamples` with ``seed``) and the same
+    replicates give the interval of every key in ``ci_metrics`` and of every per-class score, so each interval
+    equals :func:`bootstrap_ci` (or :func:`class_intervals`) of that score with the same seed, to the bit;
+    :func:`summary` runs once per replicate instead of once per replicate and key.
+
+    Args:
+        cm_tiles: ``(T, C, C)`` confusion matrices of the ``T`` tiles (rows = reference).
+        n_boot: Bootstrap replicates.
+        alpha: Two-sided level of the intervals (0.05: 95 %).
+        seed: Seed of the tile resampling.
+        ci_metrics: Keys of :func:`summary` to give intervals for.
+        class_names: Class names in label order (``C`` of them).
+
+    Returns:
+        The :class:`TileScores`.
+
+    Raises:
+        ValueError: Bad shapes or parameters, or a key of ``ci_metrics`` that :func:`summary` does not return.
+    """
+    cms = _tile_stack(cm_tiles, len(class_names))
+    _check_level(n_boot, alpha)
+    cm = cms.sum(axis=0)
+    point = summary(cm, class_names)
+    unknown = [k for k in ci_metrics if k not in point]
+    if unknown:
+        raise ValueError(f"ci_metrics {unknown} are not keys of metrics.summary; expected some of {list(point)}")
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))  # (n_boot, C, C)
+    boot = [summary(m, class_names) for m in boot_cms]
+    ci = {}
+    for key in ci_metrics:
+        values = np.fromiter((s[key] for s in boot), dtype=np.float64, count=n_boot)
+        low, high = _percentile_interval(values, alpha)
+        ci[key] = {"estimate": float(point[key]), "low": low, "high": high}
+    return TileScores(
+        cm_tiles=cms,
+        confusion_matrix=cm,
+        summary=point,
+        classes=class_metrics(cm, class_names),
+        class_ci=_class_interval_table(cm, boot_cms, alpha, class_names),
+        ci=ci,
+        alpha=alpha,
+        n_boot=int(n_boot),
+        seed=seed,
+        class_names=tuple(class_names),
+    )
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

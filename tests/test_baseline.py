@@ -175,6 +175,30 @@ def test_comparison_table_formats_class_intervals():
     assert text.loc[("m", "debris"), "iou"] == f"{d['iou']:.3f} [{d['iou_low']:.3f}, {d['iou_high']:.3f}]"
 
 
+def test_result_keeps_its_keys_and_is_the_one_scorer():
+    rng = np.random.default_rng(2)
+    cms = rng.integers(0, 40, (9, 4, 4))
+    res = B._result(cms, n_boot=60, alpha=0.1, seed=4, model="m", split="test")
+    # the keys (and their order) of evaluate_pixel_classifier's result before the scorer moved to cryonet.metrics
+    assert list(res) == [
+        "model",
+        "split",
+        "n_tiles",
+        "summary",
+        "classes",
+        "class_ci",
+        "ci",
+        "ci_level",
+        "confusion_matrix",
+        "cm_tiles",
+    ]
+    ref = metrics.score_cm_tiles(cms, n_boot=60, alpha=0.1, seed=4)
+    assert res["ci"] == ref.ci and res["summary"] == ref.summary and res["ci_level"] == 1 - 0.1
+    assert list(res["ci"]) == list(metrics.CI_METRICS)
+    np.testing.assert_array_equal(res["class_ci"].to_numpy(), ref.class_ci.to_numpy())
+    np.testing.assert_array_equal(res["confusion_matrix"], cms.sum(axis=0))
+
+
 @pytest.mark.slow
 def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
     """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
