@@ -7,14 +7,15 @@ nothing of its neighbourhood, terrain, radar or texture. It is trained on a pixe
 the CNN's own spatial split** (``RUN/split.json``) and scored on **exactly the same test tiles** as
 :func:`cryonet.train.evaluate` scores the CNN (:func:`evaluate_pixel_classifier`): same windows, same nodata rule
 (:func:`cryonet.datasets.invalid_pixels`: label 255 or more than half of the layers NaN), one confusion matrix per
-tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.bootstrap_ci`).
-Overlapping test tiles count their shared pixels once per tile, as in :func:`cryonet.train.evaluate`.
+tile, summed, with percentile bootstrap intervals that resample whole tiles (:func:`cryonet.metrics.score_cm_tiles`,
+the scorer :func:`cryonet.train.evaluate` uses too). Overlapping test tiles count their shared pixels once per tile,
+as in :func:`cryonet.train.evaluate`.
 
 The scoring loop (:func:`score_tiles`) takes any batch predictor. A trained CNN run is **not** scored here: its
 one scorer is :func:`cryonet.train.evaluate`, which keeps the per-tile confusion matrices
 (``RUN/cm_tiles_<split>.npy``) and the per-class intervals (:func:`cryonet.metrics.class_intervals`), and whose
 result carries the same keys as that of :func:`evaluate_pixel_classifier`, so either can go into
-:func:`comparison_table` and :func:`paired_difference`.
+:func:`comparison_table` and :func:`cryonet.metrics.paired_difference`.
 
 Layers are chosen by family (``groups``, names of :data:`cryonet.constants.LAYER_GROUPS`) from the stack's sidecar
 table ``STACK.layers.csv`` (column ``group``), so the baseline can also be fitted on other families for comparison.
@@ -38,9 +39,6 @@ from rasterio.windows import Window
 from cryonet import metrics
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
 from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels, read_layer_table, sidecar_path
-
-# re-exported: they lived here before moving to cryonet.metrics (cryonet.transfer and the chapters use these names)
-from cryonet.metrics import CLASS_SCORES, class_intervals
 from cryonet.raster import open_raster
 
 logger = logging.getLogger(__name__)
@@ -382,33 +380,23 @@ def score_tiles(
     return np.stack(cms), seconds
 
 
+#: Keys of :class:`cryonet.metrics.TileScores` in the result of :func:`evaluate_pixel_classifier`, in this order.
+_RESULT_KEYS: tuple[str, ...] = (
+    "n_tiles",
+    "summary",
+    "classes",
+    "class_ci",
+    "ci",
+    "ci_level",
+    "confusion_matrix",
+    "cm_tiles",
+)
+
+
 def _result(cms: np.ndarray, *, n_boot: int, alpha: float, seed: int, **info: Any) -> dict[str, Any]:
-    cm = cms.sum(axis=0)
-    ci = {}
-    for key in (
-        "miou_glacier",
-        "miou_all",
-        "glacier_union_iou",
-        "pixel_accuracy",
-        "mean_f1_glacier",
-        "mean_precision_glacier",
-        "mean_recall_glacier",
-    ):
-        est, lo, hi = metrics.bootstrap_ci(
-            cms, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
-        )
-        ci[key] = {"estimate": est, "low": lo, "high": hi}
-    return {
-        **info,
-        "n_tiles": int(cms.shape[0]),
-        "summary": metrics.summary(cm),
-        "classes": metrics.class_metrics(cm),
-        "class_ci": class_intervals(cms, n_boot=n_boot, alpha=alpha, seed=seed),
-        "ci": ci,
-        "ci_level": 1 - alpha,
-        "confusion_matrix": cm,
-        "cm_tiles": cms,
-    }
+    """``info`` followed by the :func:`cryonet.metrics.score_cm_tiles` scores of the per-tile matrices ``cms``."""
+    scores = metrics.score_cm_tiles(cms, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {**info, **scores.to_dict(_RESULT_KEYS)}
 
 
 def evaluate_pixel_classifier(
@@ -469,7 +457,7 @@ def comparison_table(
     results: dict[str, dict[str, Any]],
     *,
     classes: Sequence[str] = CLASSES,
-    scores: Sequence[str] = CLASS_SCORES,
+    scores: Sequence[str] = metrics.CLASS_SCORES,
     digits: int = 3,
 ) -> pd.DataFrame:
     """Per-class scores of several models side by side, each as ``"estimate [low, high]"``.
@@ -478,7 +466,7 @@ def comparison_table(
         results: Model label -> a dict of :func:`cryonet.train.evaluate` or :func:`evaluate_pixel_classifier`
             (any dict with a ``class_ci`` table).
         classes: Classes (rows) to show.
-        scores: Scores (columns) to show, from :data:`CLASS_SCORES`.
+        scores: Scores (columns) to show, from :data:`cryonet.metrics.CLASS_SCORES`.
         digits: Decimals.
 
     Returns:
@@ -502,53 +490,6 @@ def comparison_table(
                 }
             )
     return pd.DataFrame(rows).set_index(["model", "class"])
-
-
-def paired_difference(
-    cms_a: np.ndarray,
-    cms_b: np.ndarray,
-    metric_fn: Callable[[np.ndarray], float],
-    *,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Difference of a metric between two predictions of the same tiles, with a paired bootstrap interval.
-
-    Both sets of per-tile matrices are resampled with the *same* tile multiplicities in every replicate (the two
-    predictions are scored on identical tiles, so their errors are correlated and the difference varies less than
-    either score). The difference is ``metric(a) - metric(b)``.
-
-    Args:
-        cms_a: ``(T, C, C)`` per-tile confusion matrices of prediction a.
-        cms_b: ``(T, C, C)`` of prediction b, same tiles in the same order.
-        metric_fn: Function of a ``(C, C)`` matrix, e.g. ``lambda cm: summary(cm)["miou_glacier"]``.
-        n_boot: Replicates.
-        alpha: Two-sided level.
-        seed: Seed of the resampling.
-
-    Returns:
-        ``(difference, low, high)``; a lower bound above 0 means a is better than b at that level.
-    """
-    a = np.asarray(cms_a, dtype=np.int64)
-    b = np.asarray(cms_b, dtype=np.int64)
-    if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(
-            f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
-            f"and {b.shape} (score both on the same tiles)"
-        )
-    n_tiles = a.shape[0]
-    estimate = float(metric_fn(a.sum(axis=0)) - metric_fn(b.sum(axis=0)))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
-    boot_a = np.tensordot(counts, a, axes=(1, 0))
-    boot_b = np.tensordot(counts, b, axes=(1, 0))
-    diffs = np.array([metric_fn(x) - metric_fn(y) for x, y in zip(boot_a, boot_b, strict=True)], dtype=np.float64)
-    diffs = diffs[~np.isnan(diffs)]
-    if diffs.size == 0:
-        return estimate, float("nan"), float("nan")
-    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    return estimate, float(low), float(high)
 
 
 def train_or_reuse(

@@ -34,12 +34,21 @@ The paper's headline "overall IoU" does not say which average it is. We report a
 Further keys: ``pixel_accuracy`` (trace / total), ``mean_precision_*``, ``mean_recall_*``, ``mean_f1_*`` (macro
 means with suffix ``_glacier`` or ``_all`` as above), ``kappa`` (Cohen's kappa over all four classes) and
 ``n_pixels``.
+
+Bootstrap over tiles
+--------------------
+Intervals resample whole tiles with replacement (percentile intervals; :func:`bootstrap_ci`,
+:func:`class_intervals`, :func:`paired_difference`). Every one of them draws its replicates through
+:func:`_tile_resamples`, so one seed gives the same replicates everywhere. :func:`score_cm_tiles` is the scorer of
+a set of per-tile matrices (a CNN run, the pixel baseline, a transferred model): summary, per-class table and the
+intervals of both, from one draw.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,15 +61,29 @@ logger = logging.getLogger(__name__)
 
 #: Per-class scores that :func:`class_intervals` gives bootstrap intervals for.
 CLASS_SCORES: tuple[str, ...] = ("iou", "precision", "recall", "f1")
+#: Keys of :func:`summary` that :func:`score_cm_tiles` gives bootstrap intervals for (its ``ci``).
+CI_METRICS: tuple[str, ...] = (
+    "miou_glacier",
+    "miou_all",
+    "glacier_union_iou",
+    "pixel_accuracy",
+    "mean_f1_glacier",
+    "mean_precision_glacier",
+    "mean_recall_glacier",
+)
 
 __all__ = [
+    "CI_METRICS",
     "CLASS_SCORES",
+    "TileScores",
     "boundary_distance",
     "bootstrap_ci",
     "class_intervals",
     "class_metrics",
     "confusion_matrix",
+    "paired_difference",
     "per_class",
+    "score_cm_tiles",
     "summary",
 ]
 
@@ -234,6 +257,56 @@ def summary(
     return out
 
 
+def _tile_stack(cms_per_tile: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """``cms_per_tile`` as a ``(T, C, C)`` int64 array, checked (``T >= 1``; ``C == n_classes`` when given)."""
+    cms = np.asarray(cms_per_tile, dtype=np.int64)
+    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1:
+        raise ValueError(f"cms_per_tile must have shape (T, C, C) with T >= 1, got {cms.shape}")
+    if n_classes is not None and cms.shape[1] != n_classes:
+        raise ValueError(f"cms_per_tile must have shape (T, {n_classes}, {n_classes}), got {cms.shape}")
+    return cms
+
+
+def _check_level(n_boot: int, alpha: float) -> None:
+    """Raise ValueError unless ``n_boot >= 1`` and ``0 < alpha < 1``."""
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+
+
+def _tile_resamples(n_tiles: int, n_boot: int, seed: int) -> np.ndarray:
+    """Multiplicities of the tiles in every bootstrap replicate: the one place where tiles are resampled.
+
+    One multinomial draw ``(n_boot, T)`` from ``np.random.default_rng(seed)`` (each row sums to ``T``; identical in
+    distribution to ``T`` draws of a tile with replacement). :func:`bootstrap_ci`, :func:`class_intervals`,
+    :func:`paired_difference` and :func:`score_cm_tiles` all resample through it, so that one seed gives the same
+    replicates in each of them.
+
+    Args:
+        n_tiles: Number of tiles ``T`` (at least 1).
+        n_boot: Number of replicates (at least 1).
+        seed: Seed of the generator.
+
+    Returns:
+        ``(n_boot, T)`` int64 counts.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
+
+
+def _resampled(cms: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Replicate matrices ``(n_boot, C, C)``: per-tile matrices ``(T, C, C)`` summed with multiplicities ``counts``."""
+    return np.tensordot(counts, cms, axes=(1, 0))
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """``alpha/2`` and ``1 - alpha/2`` quantiles of the non-NaN replicate values (NaN, NaN when there are none)."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
 def bootstrap_ci(
     cms_per_tile: np.ndarray,
     metric_fn: Callable[[np.ndarray], float],
@@ -246,8 +319,8 @@ def bootstrap_ci(
     Each replicate draws ``T`` tiles with replacement and sums their confusion matrices; the metric of the
     summed matrix is one bootstrap value. Resampling whole tiles (not pixels) keeps the spatial correlation
     within a tile. The draw is vectorised: the multiplicities of the tiles in all replicates come from one
-    multinomial draw ``(n_boot, T)`` (identical in distribution to ``T`` draws with replacement), and the
-    replicate matrices are one ``tensordot``; ``metric_fn`` is then called once per replicate.
+    multinomial draw ``(n_boot, T)`` (:func:`_tile_resamples`), and the replicate matrices are one ``tensordot``;
+    ``metric_fn`` is then called once per replicate.
 
     Args:
         cms_per_tile: ``(T, C, C)`` confusion matrices of the ``T`` test tiles.
@@ -264,22 +337,28 @@ def bootstrap_ci(
     Raises:
         ValueError: Bad shapes or parameters.
     """
-    cms = np.asarray(cms_per_tile, dtype=np.int64)
-    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1:
-        raise ValueError(f"cms_per_tile must have shape (T, C, C) with T >= 1, got {cms.shape}")
-    if n_boot < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    n_tiles = cms.shape[0]
+    cms = _tile_stack(cms_per_tile)
+    _check_level(n_boot, alpha)
     estimate = float(metric_fn(cms.sum(axis=0)))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)  # (n_boot, T)
-    boot_cms = np.tensordot(counts, cms, axes=(1, 0))  # (n_boot, C, C)
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))  # (n_boot, C, C)
     values = np.fromiter((metric_fn(m) for m in boot_cms), dtype=np.float64, count=n_boot)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return estimate, float("nan"), float("nan")
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return estimate, float(low), float(high)
+    return (estimate, *_percentile_interval(values, alpha))
+
+
+def _class_interval_table(
+    cm: np.ndarray, boot_cms: np.ndarray, alpha: float, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """The :func:`class_intervals` table from the summed matrix ``(C, C)`` and the replicates ``(n_boot, C, C)``."""
+    boot = per_class(boot_cms)  # arrays (n_boot, C): all replicates scored in one vectorised call
+    point = per_class(cm)
+    out: dict[str, np.ndarray] = {}
+    for score in CLASS_SCORES:
+        low = np.full(len(class_names), np.nan)
+        high = np.full(len(class_names), np.nan)
+        for k in range(len(class_names)):
+            low[k], high[k] = _percentile_interval(boot[score][:, k], alpha)
+        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
+    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
 
 
 def class_intervals(
@@ -292,10 +371,9 @@ def class_intervals(
 ) -> pd.DataFrame:
     """Per-class IoU, precision, recall and F1 with percentile bootstrap intervals over tiles.
 
-    The replicates are those of :func:`bootstrap_ci` with the same ``seed`` (one multinomial draw of tile
-    multiplicities, ``(n_boot, T)``), so an interval here equals ``bootstrap_ci`` of the same score. Written out
-    rather than calling ``bootstrap_ci`` 16 times because :func:`per_class` scores all replicate matrices
-    ``(n_boot, C, C)`` in one vectorised call.
+    The replicates are those of :func:`bootstrap_ci` with the same ``seed`` (:func:`_tile_resamples`), so an
+    interval here equals ``bootstrap_ci`` of the same score. Not written as 16 calls of ``bootstrap_ci`` because
+    :func:`per_class` scores all replicate matrices ``(n_boot, C, C)`` in one vectorised call.
 
     Args:
         cms_per_tile: ``(T, C, C)`` confusion matrices.
@@ -311,27 +389,201 @@ def class_intervals(
     Raises:
         ValueError: Bad shapes or parameters.
     """
-    cms = np.asarray(cms_per_tile, dtype=np.int64)
-    if cms.ndim != 3 or cms.shape[1] != cms.shape[2] or cms.shape[0] < 1 or cms.shape[1] != len(class_names):
-        raise ValueError(f"cms_per_tile must have shape (T, {len(class_names)}, {len(class_names)}), got {cms.shape}")
-    if n_boot < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
-    n_tiles = cms.shape[0]
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_tiles, np.full(n_tiles, 1.0 / n_tiles), size=n_boot)
-    boot = per_class(np.tensordot(counts, cms, axes=(1, 0)))  # arrays (n_boot, C)
-    point = per_class(cms.sum(axis=0))
-    out: dict[str, np.ndarray] = {}
-    for score in CLASS_SCORES:
-        values = boot[score]
-        low = np.full(len(class_names), np.nan)
-        high = np.full(len(class_names), np.nan)
-        for k in range(len(class_names)):
-            v = values[:, k][~np.isnan(values[:, k])]
-            if v.size:
-                low[k], high[k] = np.quantile(v, [alpha / 2, 1 - alpha / 2])
-        out[score], out[f"{score}_low"], out[f"{score}_high"] = point[score], low, high
-    return pd.DataFrame(out, index=pd.Index(list(class_names), name="class"))
+    cms = _tile_stack(cms_per_tile, len(class_names))
+    _check_level(n_boot, alpha)
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))
+    return _class_interval_table(cms.sum(axis=0), boot_cms, alpha, class_names)
+
+
+def paired_difference(
+    cms_a: np.ndarray,
+    cms_b: np.ndarray,
+    metric_fn: Callable[[np.ndarray], float],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Difference of a metric between two predictions of the same tiles, with a paired bootstrap interval.
+
+    Both sets of per-tile matrices are resampled with the *same* tile multiplicities in every replicate (the two
+    predictions are scored on identical tiles, so their errors are correlated and the difference varies less than
+    either score). The multiplicities are those of :func:`bootstrap_ci` with the same seed
+    (:func:`_tile_resamples`). The difference is ``metric(a) - metric(b)``.
+
+    Args:
+        cms_a: ``(T, C, C)`` per-tile confusion matrices of prediction a.
+        cms_b: ``(T, C, C)`` of prediction b, same tiles in the same order.
+        metric_fn: Function of a ``(C, C)`` matrix, e.g. ``lambda cm: summary(cm)["miou_glacier"]``.
+        n_boot: Replicates.
+        alpha: Two-sided level.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(difference, low, high)``; a lower bound above 0 means a is better than b at that level. Replicates where
+        the difference is NaN are left out of the quantiles.
+
+    Raises:
+        ValueError: The two stacks differ in shape (not scored on the same tiles), bad shapes or parameters.
+    """
+    a = np.asarray(cms_a, dtype=np.int64)
+    b = np.asarray(cms_b, dtype=np.int64)
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(
+            f"paired_difference: per-tile matrices must have the same (T, C, C) shape, got {a.shape} "
+            f"and {b.shape} (score both on the same tiles)"
+        )
+    a, b = _tile_stack(a), _tile_stack(b)
+    _check_level(n_boot, alpha)
+    estimate = float(metric_fn(a.sum(axis=0)) - metric_fn(b.sum(axis=0)))
+    counts = _tile_resamples(a.shape[0], n_boot, seed)
+    boot_a, boot_b = _resampled(a, counts), _resampled(b, counts)
+    diffs = np.array([metric_fn(x) - metric_fn(y) for x, y in zip(boot_a, boot_b, strict=True)], dtype=np.float64)
+    return (estimate, *_percentile_interval(diffs, alpha))
+
+
+@dataclass(frozen=True, eq=False)
+class TileScores:
+    """Everything a model's per-tile confusion matrices say: the pooled scores and their bootstrap intervals.
+
+    Made by :func:`score_cm_tiles`; every scorer of a prediction (a CNN run, the pixel baseline, a transferred model)
+    builds its result from one of these, so that the numbers and their keys mean the same everywhere.
+
+    Attributes:
+        cm_tiles: ``(T, C, C)`` int64 per-tile matrices (rows = reference), in the order they were given.
+        confusion_matrix: ``(C, C)`` int64, their sum.
+        summary: :func:`summary` of the summed matrix.
+        classes: :func:`class_metrics` table of the summed matrix.
+        class_ci: :func:`class_intervals` table (per-class scores with intervals).
+        ci: Summary metric -> ``{"estimate", "low", "high"}`` (:func:`bootstrap_ci` of that key of
+            :func:`summary`), for the keys asked for (:data:`CI_METRICS` by default).
+        alpha: Two-sided level of the intervals.
+        n_boot: Bootstrap replicates.
+        seed: Seed of the tile resampling.
+        class_names: Class names in label order.
+    """
+
+    cm_tiles: np.ndarray
+    confusion_matrix: np.ndarray
+    summary: dict[str, float]
+    classes: pd.DataFrame
+    class_ci: pd.DataFrame
+    ci: dict[str, dict[str, float]]
+    alpha: float
+    n_boot: int
+    seed: int
+    class_names: tuple[str, ...]
+
+    @property
+    def ci_level(self) -> float:
+        """Coverage of the intervals, ``1 - alpha`` (0.95 for 95 % intervals)."""
+        return 1 - self.alpha
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of scored tiles ``T``."""
+        return int(self.cm_tiles.shape[0])
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of scored pixels (the sum of the summed matrix)."""
+        return int(self.confusion_matrix.sum())
+
+    def to_dict(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The scores as a dict, with the key names the results of the scorers use.
+
+        Args:
+            keys: Keys to return, in this order (default: all of them): ``n_tiles``, ``summary``, ``classes``,
+                ``class_ci``, ``ci``, ``ci_level``, ``n_boot``, ``bootstrap_unit`` (``"tile"``),
+                ``bootstrap_seed``, ``class_names`` (list), ``confusion_matrix``, ``cm_tiles``, ``n_pixels``.
+
+        Returns:
+            Dict of those keys. Arrays and tables are the objects held here, not copies.
+
+        Raises:
+            KeyError: An unknown key.
+        """
+        full: dict[str, Any] = {
+            "n_tiles": self.n_tiles,
+            "summary": self.summary,
+            "classes": self.classes,
+            "class_ci": self.class_ci,
+            "ci": self.ci,
+            "ci_level": self.ci_level,
+            "n_boot": self.n_boot,
+            "bootstrap_unit": "tile",
+            "bootstrap_seed": self.seed,
+            "class_names": list(self.class_names),
+            "confusion_matrix": self.confusion_matrix,
+            "cm_tiles": self.cm_tiles,
+            "n_pixels": self.n_pixels,
+        }
+        if keys is None:
+            return full
+        unknown = [k for k in keys if k not in full]
+        if unknown:
+            raise KeyError(f"TileScores has no key(s) {unknown}; expected some of {list(full)}")
+        return {k: full[k] for k in keys}
+
+
+def score_cm_tiles(
+    cm_tiles: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    ci_metrics: Sequence[str] = CI_METRICS,
+    class_names: Sequence[str] = CLASSES,
+) -> TileScores:
+    """Score per-tile confusion matrices: summary, per-class table, and bootstrap intervals of both.
+
+    The one scorer behind :func:`cryonet.train.evaluate`, :func:`cryonet.baseline.evaluate_pixel_classifier` and
+    :func:`cryonet.transfer.score_prediction`. The matrices are summed for the point estimates (:func:`summary`,
+    :func:`class_metrics`). The tiles are resampled **once** (:func:`_tile_resamples` with ``seed``) and the same
+    replicates give the interval of every key in ``ci_metrics`` and of every per-class score, so each interval
+    equals :func:`bootstrap_ci` (or :func:`class_intervals`) of that score with the same seed, to the bit;
+    :func:`summary` runs once per replicate instead of once per replicate and key.
+
+    Args:
+        cm_tiles: ``(T, C, C)`` confusion matrices of the ``T`` tiles (rows = reference).
+        n_boot: Bootstrap replicates.
+        alpha: Two-sided level of the intervals (0.05: 95 %).
+        seed: Seed of the tile resampling.
+        ci_metrics: Keys of :func:`summary` to give intervals for.
+        class_names: Class names in label order (``C`` of them).
+
+    Returns:
+        The :class:`TileScores`.
+
+    Raises:
+        ValueError: Bad shapes or parameters, or a key of ``ci_metrics`` that :func:`summary` does not return.
+    """
+    cms = _tile_stack(cm_tiles, len(class_names))
+    _check_level(n_boot, alpha)
+    cm = cms.sum(axis=0)
+    point = summary(cm, class_names)
+    unknown = [k for k in ci_metrics if k not in point]
+    if unknown:
+        raise ValueError(f"ci_metrics {unknown} are not keys of metrics.summary; expected some of {list(point)}")
+    boot_cms = _resampled(cms, _tile_resamples(cms.shape[0], n_boot, seed))  # (n_boot, C, C)
+    boot = [summary(m, class_names) for m in boot_cms]
+    ci = {}
+    for key in ci_metrics:
+        values = np.fromiter((s[key] for s in boot), dtype=np.float64, count=n_boot)
+        low, high = _percentile_interval(values, alpha)
+        ci[key] = {"estimate": float(point[key]), "low": low, "high": high}
+    return TileScores(
+        cm_tiles=cms,
+        confusion_matrix=cm,
+        summary=point,
+        classes=class_metrics(cm, class_names),
+        class_ci=_class_interval_table(cm, boot_cms, alpha, class_names),
+        ci=ci,
+        alpha=alpha,
+        n_boot=int(n_boot),
+        seed=seed,
+        class_names=tuple(class_names),
+    )
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

@@ -71,11 +71,6 @@ logger = logging.getLogger(__name__)
 FINETUNE_LR_FACTOR: Final[float] = 0.1
 #: A drop (source test minus transferred score) smaller than this leaves the recovered fraction undefined (NaN).
 MIN_DROP: Final[float] = 0.02
-#: Summary metrics reported with bootstrap intervals.
-CI_METRICS: Final[tuple[str, ...]] = (
-    "miou_glacier", "miou_all", "glacier_union_iou", "pixel_accuracy", "mean_f1_glacier",
-    "mean_precision_glacier", "mean_recall_glacier",
-)  # fmt: skip
 #: Layers shown by default in the shift figure (those present in the stack).
 SHIFT_PLOT_LAYERS: Final[tuple[str, ...]] = ("elevation", "slope", "coherence", "B8", "ndsi")
 
@@ -238,8 +233,6 @@ def score_prediction(
     """
     from tqdm.auto import tqdm
 
-    from cryonet.metrics import class_intervals
-
     grid = check_pair(stack_path, labels_path)
     if Grid.from_file(prediction).shape != grid.shape:
         raise DatasetError(
@@ -269,25 +262,11 @@ def score_prediction(
             tiles.append((int(win.row_off), int(win.col_off), int(win.height), int(win.width)))
     if not cms:
         raise DatasetError(f"{prediction}: no pixel left to score against {labels_path} (all nodata or excluded).")
-    cm_tiles = np.stack(cms)
-    cm = cm_tiles.sum(axis=0)
-    ci = {}
-    for key in CI_METRICS:
-        est, lo, hi = metrics.bootstrap_ci(
-            cm_tiles, lambda m, k=key: metrics.summary(m)[k], n_boot=n_boot, alpha=alpha, seed=seed
-        )
-        ci[key] = {"estimate": est, "low": lo, "high": hi}
+    scores = metrics.score_cm_tiles(np.stack(cms), n_boot=n_boot, alpha=alpha, seed=seed)
     return {
-        "summary": metrics.summary(cm),
-        "classes": metrics.class_metrics(cm),
-        "class_ci": class_intervals(cm_tiles, n_boot=n_boot, alpha=alpha, seed=seed),
-        "ci": ci,
-        "ci_level": 1 - alpha,
-        "confusion_matrix": cm,
-        "cm_tiles": cm_tiles,
+        **scores.to_dict(("summary", "classes", "class_ci", "ci", "ci_level", "confusion_matrix", "cm_tiles")),
         "tiles": tiles,
-        "n_tiles": len(tiles),
-        "n_pixels": int(cm.sum()),
+        **scores.to_dict(("n_tiles", "n_pixels")),
         "exclude": None
         if rect is None
         else {"row_off": rect[0], "col_off": rect[1], "height": rect[2] - rect[0], "width": rect[3] - rect[1]},
@@ -844,7 +823,6 @@ def fewshot_finetune(
         ``metrics_test.json``, or None), ``recovered`` (:func:`recovered_fraction`, NaN when undefined),
         ``prediction`` and ``seconds``.
     """
-    from cryonet.baseline import paired_difference
     from cryonet.inference import predict_checkpoint
     from cryonet.train import checkpoint_path, resolve_profile, train
 
@@ -961,7 +939,7 @@ def fewshot_finetune(
     fin = score_prediction(pred_path, target_stack, target_labels, **kw)
     tra = score_prediction(transferred_prediction, target_stack, target_labels, **kw)
     assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
-    gain = paired_difference(
+    gain = metrics.paired_difference(
         fin["cm_tiles"],
         tra["cm_tiles"],
         lambda m: metrics.summary(m)["miou_glacier"],

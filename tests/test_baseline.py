@@ -162,8 +162,8 @@ def test_predict_window_marks_nodata(scene):
 
 
 def test_comparison_table_formats_class_intervals():
-    # class_intervals moved to cryonet.metrics (tested there); the old name still works
-    assert B.class_intervals is metrics.class_intervals and B.CLASS_SCORES == metrics.CLASS_SCORES
+    # class_intervals, CLASS_SCORES and paired_difference live in cryonet.metrics only (tested there)
+    assert not any(hasattr(B, name) for name in ("class_intervals", "CLASS_SCORES", "paired_difference"))
     rng = np.random.default_rng(0)
     cms = rng.integers(0, 50, (12, 4, 4))
     cms[:, 3, :] = 0
@@ -175,23 +175,28 @@ def test_comparison_table_formats_class_intervals():
     assert text.loc[("m", "debris"), "iou"] == f"{d['iou']:.3f} [{d['iou_low']:.3f}, {d['iou_high']:.3f}]"
 
 
-def test_paired_difference():
-    rng = np.random.default_rng(1)
-    good = rng.integers(0, 5, (10, 4, 4)) + np.eye(4, dtype=np.int64) * 100  # mostly on the diagonal
-    bad = good.copy()
-    bad[:, 2, 2] -= 60
-    bad[:, 2, 0] += 60  # debris often missed
-    fn = lambda m: metrics.per_class(m)["iou"][2]  # noqa: E731
-    d, lo, hi = B.paired_difference(good, bad, fn, n_boot=200, seed=2)
-    assert d == pytest.approx(fn(good.sum(0)) - fn(bad.sum(0))) and 0 < lo <= d <= hi
-    assert B.paired_difference(good, good, fn, n_boot=50) == (0.0, 0.0, 0.0)
-    # the same replicates as bootstrap_ci: with b all zeros and a metric that is 0 there, (a - b) is bootstrap_ci(a)
-    share = lambda m: m[2, 2] / max(int(m.sum()), 1)  # noqa: E731
-    assert B.paired_difference(good, np.zeros_like(good), share, n_boot=200, seed=2) == pytest.approx(
-        metrics.bootstrap_ci(good, share, n_boot=200, seed=2)
-    )
-    with pytest.raises(ValueError, match="same tiles"):
-        B.paired_difference(good, good[:5], fn)
+def test_result_keeps_its_keys_and_is_the_one_scorer():
+    rng = np.random.default_rng(2)
+    cms = rng.integers(0, 40, (9, 4, 4))
+    res = B._result(cms, n_boot=60, alpha=0.1, seed=4, model="m", split="test")
+    # the keys (and their order) of evaluate_pixel_classifier's result before the scorer moved to cryonet.metrics
+    assert list(res) == [
+        "model",
+        "split",
+        "n_tiles",
+        "summary",
+        "classes",
+        "class_ci",
+        "ci",
+        "ci_level",
+        "confusion_matrix",
+        "cm_tiles",
+    ]
+    ref = metrics.score_cm_tiles(cms, n_boot=60, alpha=0.1, seed=4)
+    assert res["ci"] == ref.ci and res["summary"] == ref.summary and res["ci_level"] == 1 - 0.1
+    assert list(res["ci"]) == list(metrics.CI_METRICS)
+    np.testing.assert_array_equal(res["class_ci"].to_numpy(), ref.class_ci.to_numpy())
+    np.testing.assert_array_equal(res["confusion_matrix"], cms.sum(axis=0))
 
 
 @pytest.mark.slow
@@ -248,7 +253,7 @@ def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
     d = ref.loc["debris"]
     assert table.loc[("cnn", "debris"), "iou"] == f"{d['iou']:.3f} [{d['iou_low']:.3f}, {d['iou_high']:.3f}]"
     fn = lambda m: metrics.summary(m)["miou_glacier"]  # noqa: E731
-    diff = B.paired_difference(ev["cm_tiles"], pix["cm_tiles"], fn, n_boot=50, seed=prof.seed)
+    diff = metrics.paired_difference(ev["cm_tiles"], pix["cm_tiles"], fn, n_boot=50, seed=prof.seed)
     assert diff[0] == pytest.approx(ev["summary"]["miou_glacier"] - pix["summary"]["miou_glacier"])
 
 

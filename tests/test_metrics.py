@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist
 from skimage.segmentation import find_boundaries
@@ -170,6 +171,149 @@ def test_class_intervals_match_bootstrap_ci():
     assert np.isnan(table.loc["lake", "iou"]) and np.isnan(table.loc["lake", "iou_low"])
     with pytest.raises(ValueError, match="shape"):
         metrics.class_intervals(cms[:, :3, :3])
+
+
+def test_tile_resamples_is_one_seeded_multinomial_draw():
+    counts = metrics._tile_resamples(7, 5, seed=1)
+    expected = np.random.default_rng(1).multinomial(7, np.full(7, 1 / 7), size=5)
+    assert counts.shape == (5, 7) and counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, expected)
+    assert (counts.sum(axis=1) == 7).all()
+
+
+def test_bootstrap_numbers_are_those_of_the_previous_implementation():
+    # Recorded from the implementation before the tile resampling was written once (commit 847b2be: bootstrap_ci,
+    # class_intervals and baseline.paired_difference each drawing their own multinomial counts, baseline._result
+    # calling bootstrap_ci once per summary key). Same seed, same input -> the same numbers, to the bit.
+    a, b = _tile_cms(12, seed=7), _tile_cms(12, seed=8)
+    assert metrics.bootstrap_ci(a, _miou, n_boot=200, seed=3) == (
+        0.6304593606413477,
+        0.5604633171650178,
+        0.6966480679516144,
+    )
+    kappa = metrics.bootstrap_ci(a, lambda m: metrics.summary(m)["kappa"], n_boot=200, seed=3)
+    assert kappa == (0.6922510870588074, 0.6154742995221649, 0.7583729426302913)
+    table = metrics.class_intervals(a, n_boot=200, seed=3)
+    assert table.loc["debris", ["iou", "iou_low", "iou_high", "f1_low", "f1_high"]].tolist() == [
+        0.6233766233766234,
+        0.5395996263260012,
+        0.7002456854915776,
+        0.7009609654509532,
+        0.8236994072524719,
+    ]
+    assert metrics.paired_difference(a, b, _miou, n_boot=200, seed=3) == (
+        -0.01339434684234675,
+        -0.11862183933287913,
+        0.06867598377729224,
+    )
+    ci = metrics.score_cm_tiles(a, n_boot=200, alpha=0.05, seed=3).ci
+    assert tuple(ci["miou_glacier"].values()) == (0.6304593606413477, 0.5604633171650178, 0.6966480679516144)
+    assert tuple(ci["glacier_union_iou"].values()) == (0.8499197431781701, 0.8169946343135163, 0.8788568820873378)
+    assert tuple(ci["pixel_accuracy"].values()) == (0.7692057291666666, 0.7115641276041667, 0.8190185546875)
+
+
+def test_paired_difference():
+    rng = np.random.default_rng(1)
+    good = rng.integers(0, 5, (10, 4, 4)) + np.eye(4, dtype=np.int64) * 100  # mostly on the diagonal
+    bad = good.copy()
+    bad[:, 2, 2] -= 60
+    bad[:, 2, 0] += 60  # debris often missed
+    fn = lambda m: metrics.per_class(m)["iou"][2]  # noqa: E731
+    d, lo, hi = metrics.paired_difference(good, bad, fn, n_boot=200, seed=2)
+    assert d == pytest.approx(fn(good.sum(0)) - fn(bad.sum(0))) and 0 < lo <= d <= hi
+    # the same replicates as bootstrap_ci: with b all zeros and a metric that is 0 there, (a - b) is bootstrap_ci(a)
+    share = lambda m: m[2, 2] / max(int(m.sum()), 1)  # noqa: E731
+    assert metrics.paired_difference(good, np.zeros_like(good), share, n_boot=200, seed=2) == metrics.bootstrap_ci(
+        good, share, n_boot=200, seed=2
+    )
+    with pytest.raises(ValueError, match="same tiles"):
+        metrics.paired_difference(good, good[:5], fn)
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.paired_difference(good, bad, fn, n_boot=0)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_paired_difference_of_identical_inputs_is_exactly_zero(seed):
+    cms = _tile_cms(15, seed=seed)
+    for key in ("miou_glacier", "kappa", "pixel_accuracy"):
+        d = metrics.paired_difference(cms, cms.copy(), lambda m, k=key: metrics.summary(m)[k], n_boot=300, seed=seed)
+        assert d == (0.0, 0.0, 0.0)  # zero difference, zero-width interval
+
+
+def test_score_cm_tiles_matches_sklearn(labels):
+    y_true, y_pred = labels
+    # 18 tiles of 16 x 16 px: the two 48 x 48 images cut into 3 x 3 blocks each
+    windows = [np.s_[i, r : r + 16, c : c + 16] for i in range(2) for r in (0, 16, 32) for c in (0, 16, 32)]
+    cms = np.stack([metrics.confusion_matrix(y_true[w], y_pred[w]) for w in windows])
+    assert cms.shape == (18, 4, 4)
+    scores = metrics.score_cm_tiles(cms, n_boot=100, alpha=0.1, seed=4)
+    t, p = _valid(y_true, y_pred)
+    np.testing.assert_array_equal(scores.confusion_matrix, skm.confusion_matrix(t, p, labels=LABELS))
+    df = scores.classes
+    assert list(df.index) == list(CLASSES)
+    np.testing.assert_allclose(df["iou"], skm.jaccard_score(t, p, labels=LABELS, average=None))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=LABELS)
+    np.testing.assert_allclose(df["precision"], prec)
+    np.testing.assert_allclose(df["recall"], rec)
+    np.testing.assert_allclose(df["f1"], f1)
+    np.testing.assert_array_equal(df["support"], support)
+    glacier = [CLASSES.index(c) for c in GLACIER_CLASSES]
+    assert scores.summary["miou_glacier"] == pytest.approx(skm.jaccard_score(t, p, labels=glacier, average="macro"))
+    assert scores.summary["kappa"] == pytest.approx(skm.cohen_kappa_score(t, p))
+    # the class table with intervals holds the same point estimates
+    for score in metrics.CLASS_SCORES:
+        np.testing.assert_array_equal(scores.class_ci[score].to_numpy(), df[score].to_numpy())
+    assert scores.n_tiles == 18 and scores.n_pixels == t.size and scores.ci_level == 1 - 0.1
+    for key, v in scores.ci.items():
+        assert v["estimate"] == scores.summary[key] and v["low"] <= v["estimate"] <= v["high"], key
+
+
+def test_score_cm_tiles_intervals_are_bootstrap_ci_and_class_intervals_to_the_bit():
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, (12, 4, 4))
+    cms[:, 3, :] = 0
+    cms[:, :, 3] = 0  # lake absent everywhere: NaN class, left out of the means
+    scores = metrics.score_cm_tiles(cms, n_boot=300, alpha=0.1, seed=5)
+    assert list(scores.ci) == list(metrics.CI_METRICS)
+    for key in metrics.CI_METRICS:
+        ref = metrics.bootstrap_ci(cms, lambda m, k=key: metrics.summary(m)[k], n_boot=300, alpha=0.1, seed=5)
+        assert (scores.ci[key]["estimate"], scores.ci[key]["low"], scores.ci[key]["high"]) == ref, key
+    pd.testing.assert_frame_equal(
+        scores.class_ci, metrics.class_intervals(cms, n_boot=300, alpha=0.1, seed=5), check_exact=True
+    )
+    pd.testing.assert_frame_equal(scores.classes, metrics.class_metrics(cms.sum(axis=0)), check_exact=True)
+    assert scores.summary == metrics.summary(cms.sum(axis=0))
+
+
+def test_score_cm_tiles_keys_and_errors():
+    cms = _tile_cms(6, seed=1)
+    scores = metrics.score_cm_tiles(cms, n_boot=20, seed=2, ci_metrics=("kappa",))
+    assert list(scores.ci) == ["kappa"]
+    assert list(scores.to_dict()) == [
+        "n_tiles",
+        "summary",
+        "classes",
+        "class_ci",
+        "ci",
+        "ci_level",
+        "n_boot",
+        "bootstrap_unit",
+        "bootstrap_seed",
+        "class_names",
+        "confusion_matrix",
+        "cm_tiles",
+        "n_pixels",
+    ]
+    d = scores.to_dict(("ci", "n_tiles", "bootstrap_seed"))
+    assert list(d) == ["ci", "n_tiles", "bootstrap_seed"] and d["n_tiles"] == 6 and d["bootstrap_seed"] == 2
+    with pytest.raises(KeyError, match="no key"):
+        scores.to_dict(["tiles"])
+    with pytest.raises(ValueError, match="not keys of metrics.summary"):
+        metrics.score_cm_tiles(cms, ci_metrics=("miou",))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.score_cm_tiles(cms[:, :3, :3])
+    with pytest.raises(ValueError, match="alpha"):
+        metrics.score_cm_tiles(cms, alpha=1.5)
 
 
 def test_boundary_distance_of_offset_edges_is_the_offset():

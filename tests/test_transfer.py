@@ -166,6 +166,27 @@ def test_score_prediction_excludes_window_and_matches_numpy(regions, tmp_path):
     assert res["cm_tiles"].sum(axis=0).tolist() == expected.tolist()
     assert res["summary"]["miou_glacier"] == pytest.approx(metrics.summary(expected)["miou_glacier"])
     assert all(v["low"] <= v["estimate"] <= v["high"] for v in res["ci"].values())
+    # the keys (and their order: metrics.json) from before the scorer moved to cryonet.metrics.score_cm_tiles
+    assert list(res) == [
+        "summary",
+        "classes",
+        "class_ci",
+        "ci",
+        "ci_level",
+        "confusion_matrix",
+        "cm_tiles",
+        "tiles",
+        "n_tiles",
+        "n_pixels",
+        "exclude",
+        "tile_size",
+    ]
+    assert list(res["ci"]) == list(metrics.CI_METRICS) and res["n_tiles"] == len(res["cm_tiles"])
+    ref = metrics.bootstrap_ci(res["cm_tiles"], lambda m: metrics.summary(m)["miou_all"], n_boot=50, seed=0)
+    assert tuple(res["ci"]["miou_all"].values()) == ref
+    np.testing.assert_array_equal(
+        res["class_ci"].to_numpy(), metrics.class_intervals(res["cm_tiles"], n_boot=50, seed=0).to_numpy()
+    )
 
 
 def test_shift_diagnostics_zero_for_identical_and_exact_for_a_translation(regions):
