@@ -3,26 +3,23 @@ test tiles of the split, determinism, the comparison table, and a CNN run's eval
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cryonet import baseline as B
 from cryonet import metrics
 from cryonet.constants import LABEL_NODATA
 from cryonet.datasets import DatasetError, Split, invalid_pixels, scan_tiles
-from cryonet.raster import Grid, open_raster, write_raster
+from cryonet.raster import open_raster, write_raster
 
 SIZE, TILE = 64, 16
 LAYERS = [("B2", "s2"), ("B3", "s2"), ("slope", "terrain"), ("coherence", "insar")]
 
 
-def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
+def _write_stack(make_stack, root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
     """64 x 64 px: four classes in 4 px stripes (every 16 px tile holds all four); B2 = class / 4 + small noise
     (classes separable by B2 alone), every other layer pure noise; a NaN row, a nodata label column."""
     rng = np.random.default_rng(seed)
@@ -33,13 +30,8 @@ def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
     noise = rng.normal(0.3, 0.1, (3, SIZE, SIZE))
     stack = np.concatenate([b2[None], noise]).astype(np.float32)
     stack[:, 0, :] = np.nan  # first row: every layer missing -> nodata
-    grid = Grid(CRS.from_epsg(32645), Affine(10, 0, 500_000.0, 0, -10, 3_130_000.0), SIZE, SIZE)
-    sp = write_raster(root / "stack.tif", stack, grid, nodata=float("nan"), descriptions=[n for n, _ in LAYERS])
-    with open(root / "stack.layers.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["layer", "group", "units", "source", "band"])
-        for i, (name, group) in enumerate(LAYERS, start=1):
-            w.writerow([name, group, "", "test", i])
+    grid = make_stack.grid(SIZE)
+    sp = make_stack(root / "stack.tif", stack, [n for n, _ in LAYERS], [g for _, g in LAYERS], grid=grid)
     lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
     tiles = scan_tiles(sp, lp, TILE, TILE, progress=False)
     # a hand-made split: the right-hand column of tiles is the test set, one tile validation, the rest training
@@ -58,8 +50,8 @@ def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return _write_stack(tmp_path_factory.mktemp("pix"))
+def scene(tmp_path_factory, make_stack):
+    return _write_stack(make_stack, tmp_path_factory.mktemp("pix"))
 
 
 def test_select_layers_by_group(scene):
@@ -195,22 +187,14 @@ def test_paired_difference():
 
 
 @pytest.mark.slow
-def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
+def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path, make_stack):
     """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
     import json
-
-    from test_datasets import TWIN_LAYERS, write_twin
 
     from cryonet import train as T
     from cryonet.config import get_profile
 
-    sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
-    with open(sp.parent / "stack.layers.csv", "w", newline="") as fh:  # the layer table the pixel baseline reads
-        w = csv.writer(fh)
-        w.writerow(["layer", "group", "units", "source", "band"])
-        for i, name in enumerate(TWIN_LAYERS, start=1):
-            group = "s2" if name.startswith("B") else "indices" if name == "ndsi" else "terrain"
-            w.writerow([name, group, "", "test twin", i])
+    sp, lp = make_stack.twin(tmp_path / "twin", size=128, seed=0, table=True)  # the table the pixel baseline reads
     run = tmp_path / "run"
     prof = get_profile("ci").replace(
         tile_size=32,
