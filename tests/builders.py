@@ -19,6 +19,7 @@ from rasterio.crs import CRS
 
 from cryonet.constants import LABEL_NODATA
 from cryonet.raster import Grid, write_raster
+from cryonet.stackfile import StackFile
 
 #: Pixel size of every test stack, metres.
 RES = 10.0
@@ -89,7 +90,7 @@ def write_stack(
                 "band": np.arange(1, len(layers) + 1),
             }
         )
-        table.to_csv(sp.with_suffix(".layers.csv"), index=False)
+        table.to_csv(StackFile.sidecar_paths(sp).layers_csv, index=False)
     return sp
 
 
