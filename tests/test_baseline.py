@@ -12,8 +12,9 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from cryonet import baseline as B
 from cryonet import metrics
 from cryonet.constants import LABEL_NODATA
-from cryonet.datasets import DatasetError, Split, invalid_pixels, scan_tiles
+from cryonet.datasets import Split, invalid_pixels, scan_tiles
 from cryonet.raster import open_raster, write_raster
+from cryonet.stackfile import StackFile, StackFileError
 
 SIZE, TILE = 64, 16
 LAYERS = [("B2", "s2"), ("B3", "s2"), ("slope", "terrain"), ("coherence", "insar")]
@@ -54,18 +55,19 @@ def scene(tmp_path_factory, make_stack):
     return _write_stack(make_stack, tmp_path_factory.mktemp("pix"))
 
 
-def test_select_layers_by_group(scene):
-    sp, _, _ = scene
-    assert B.select_layers(sp, ["s2"]) == (["B2", "B3"], [1, 2])
-    assert B.select_layers(sp, ["insar", "terrain"]) == (["slope", "coherence"], [3, 4])
-    with pytest.raises(ValueError, match="unknown layer group"):
-        B.select_layers(sp, ["optics"])
-    with pytest.raises(DatasetError, match="no layer of the groups"):
-        B.select_layers(sp, ["texture"])
+def test_layers_are_chosen_by_group_from_the_layer_table(scene):
+    """The classifier's layers: StackFile's selection (names, 1-based bands); bad groups and no table are errors."""
+    sp, lp, split = scene
+    sel = StackFile(sp).select(groups=["insar", "terrain"])
+    assert (sel.names, sel.bands) == (("slope", "coherence"), (3, 4))
+    assert StackFile(sp).select(groups=["s2"]).bands == (1, 2)
+    for groups, message in ((("optics",), r"\['optics'\] not in this stack"), (("texture",), "texture")):
+        with pytest.raises(StackFileError, match=message):
+            B.pixel_classifier(sp, lp, split, groups=groups, progress=False)
     (sp.parent / "stack.layers.csv").rename(sp.parent / "moved.csv")
     try:
-        with pytest.raises(DatasetError, match=r"stack\.layers\.csv.*group"):
-            B.select_layers(sp, ["s2"])
+        with pytest.raises(StackFileError, match=r"stack\.layers\.csv: layer table not found.*`cryonet features`"):
+            B.pixel_classifier(sp, lp, split, progress=False)
     finally:
         (sp.parent / "moved.csv").rename(sp.parent / "stack.layers.csv")
 
@@ -96,6 +98,7 @@ def test_groups_without_signal_are_near_chance(scene):
     clf = B.pixel_classifier(
         sp, lp, split, groups=("terrain", "insar"), max_pixels=3000, n_estimators=20, progress=False
     )
+    assert (clf.layers, clf.band_indexes) == (["slope", "coherence"], [3, 4])  # band order, 1-based
     res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=50, progress=False)
     # four balanced classes guessed at random: accuracy ~0.25, IoU ~0.14 per class
     assert res["summary"]["pixel_accuracy"] < 0.4

@@ -16,13 +16,13 @@ from cryonet.datasets import (
     Split,
     TileDataset,
     class_weights,
-    layer_names,
     make_split,
     scan_tiles,
     tile_sampling_weights,
     tile_windows,
 )
 from cryonet.raster import Grid, write_raster
+from cryonet.stackfile import StackFile
 
 #: Pixel size of the DEMs of the augmentation tests, metres.
 RES = 10.0
@@ -350,10 +350,10 @@ def test_weighted_sampler_favours_lake_tiles():
 # ------------------------------------------------------------------------------------------------------------------
 def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path, make_stack):
     sp, lp = make_stack.twin(tmp_path, size=64, nodata_rows=3)
-    assert layer_names(sp) == list(make_stack.TWIN_LAYERS)
+    assert StackFile(sp).layers == list(make_stack.TWIN_LAYERS)
     tiles = scan_tiles(sp, lp, 32, progress=False)
     norm = Normalizer.fit(sp, [t.window for t in tiles], progress=False)
-    ds = TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)
+    ds = TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=7)
     x, y = ds[0]
     assert x.shape == (8, 32, 32) and x.dtype.is_floating_point and str(x.dtype) == "torch.float32"
     assert y.shape == (32, 32) and str(y.dtype) == "torch.int64"
@@ -367,7 +367,7 @@ def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path, make_stack):
     assert (x == x2).all() and (y == y2).all()  # same seed/epoch: same sample
     ds.set_epoch(1)
     changed = any(
-        not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)[i][1]).all()
+        not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=7)[i][1]).all()
         for i in range(len(ds))
     )
     assert changed  # another epoch draws other flips
@@ -409,7 +409,7 @@ def test_tile_dataset_in_worker_processes_matches_serial(tmp_path, make_stack):
     sp, lp = make_stack.twin(tmp_path, size=64)
     tiles = scan_tiles(sp, lp, 32, 16, progress=False)
     norm = Normalizer.fit(sp, [t.window for t in tiles], progress=False)
-    ds = TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=3)
+    ds = TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=3)
     ds.set_epoch(2)
     serial = [ds[i] for i in range(len(ds))]
     ds[0]  # open handles in this process: workers must open their own

@@ -14,6 +14,7 @@ import torch
 from cryonet import importance as I
 from cryonet.constants import LABEL_NODATA
 from cryonet.datasets import scan_tiles
+from cryonet.stackfile import StackFile
 
 
 class SignalModel(torch.nn.Module):
@@ -35,9 +36,7 @@ def tiny(tmp_path_factory, make_stack):
 
 
 def _table(stack: Path) -> pd.DataFrame:
-    from cryonet.features.stack import read_layer_table
-
-    return read_layer_table(stack)
+    return StackFile(stack).table
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -217,11 +216,9 @@ def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path, make_stack
 def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
     import rasterio
 
-    from cryonet.features.stack import read_layer_table
-
     sp, _ = tiny
     out = I.write_reduced_stack(sp, tmp_path / "red" / "stack.tif", ["terrain"], block=40)
-    table = read_layer_table(out)
+    table = StackFile(out).table
     assert list(table["layer"]) == ["B2", "B3", "glcm_contrast"] and list(table["band"]) == [1, 2, 3]
     with rasterio.open(sp) as a, rasterio.open(out) as b:
         np.testing.assert_array_equal(b.read(), a.read([1, 2, 5]))
@@ -233,7 +230,7 @@ def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
         I.write_reduced_stack(sp, tmp_path / "x.tif", ["s2", "terrain", "texture"])
     # as a VRT (what the ablation writes): the same layers and pixels, read from the full stack, nothing copied
     vrt = I.write_reduced_stack(sp, tmp_path / "vrt" / "stack.vrt", ["terrain"])
-    assert vrt.stat().st_size < 20_000 and list(read_layer_table(vrt)["layer"]) == list(table["layer"])
+    assert vrt.stat().st_size < 20_000 and list(StackFile(vrt).table["layer"]) == list(table["layer"])
     with rasterio.open(vrt) as v, rasterio.open(out) as b:
         assert v.driver == "VRT" and b.driver == "GTiff"
         np.testing.assert_array_equal(v.read(), b.read())
