@@ -18,7 +18,8 @@ result carries the same keys as that of :func:`evaluate_pixel_classifier`, so ei
 :func:`comparison_table` and :func:`cryonet.metrics.paired_difference`.
 
 Layers are chosen by family (``groups``, names of :data:`cryonet.constants.LAYER_GROUPS`) from the stack's sidecar
-table ``STACK.layers.csv`` (column ``group``), so the baseline can also be fitted on other families for comparison.
+table ``STACK.layers.csv`` (column ``group``; :meth:`cryonet.stackfile.StackFile.select`), so the baseline can also
+be fitted on other families for comparison.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ import pandas as pd
 from rasterio.windows import Window
 
 from cryonet import metrics
-from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS
-from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels, read_layer_table, sidecar_path
+from cryonet.constants import CLASSES, LABEL_NODATA
+from cryonet.datasets import DatasetError, Split, Tile, check_pair, invalid_pixels
 from cryonet.raster import open_raster
+from cryonet.stackfile import StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -55,44 +57,6 @@ BatchPredictor = Callable[[np.ndarray], np.ndarray]
 # --------------------------------------------------------------------------------------------------------------------
 # layers and splits
 # --------------------------------------------------------------------------------------------------------------------
-def select_layers(stack_path: str | os.PathLike[str], groups: Sequence[str]) -> tuple[list[str], list[int]]:
-    """Names and 1-based band indexes of the stack layers that belong to ``groups``, in band order.
-
-    Args:
-        stack_path: Feature stack with a sidecar ``STACK.layers.csv`` (columns ``layer``, ``group``).
-        groups: Family names, each one of :data:`cryonet.constants.LAYER_GROUPS`.
-
-    Returns:
-        ``(names, band_indexes)``.
-
-    Raises:
-        ValueError: An unknown group name.
-        DatasetError: No sidecar with a ``group`` column, a sidecar that does not match the stack's band count, or
-            no layer of the requested groups in the stack.
-    """
-    groups = tuple(groups)
-    unknown = [g for g in groups if g not in LAYER_GROUPS]
-    if unknown or not groups:
-        raise ValueError(f"unknown layer group(s) {unknown or groups}; expected a non-empty subset of {LAYER_GROUPS}")
-    table = read_layer_table(stack_path)
-    side = sidecar_path(stack_path)
-    if not table or "group" not in table[0]:
-        raise DatasetError(
-            f"{side}: expected the layer table of the stack with a 'group' column, found "
-            f"{'no file' if not table else list(table[0])}. Rebuild the stack with `cryonet features` "
-            "(cryonet.features.stack.build_stack writes it)."
-        )
-    with open_raster(stack_path) as src:
-        count = src.count
-    if len(table) != count:
-        raise DatasetError(f"{side}: {len(table)} rows but the stack {stack_path} has {count} bands; rebuild it.")
-    chosen = [(i + 1, row["layer"]) for i, row in enumerate(table) if row["group"] in groups]
-    if not chosen:
-        found = sorted({row["group"] for row in table})
-        raise DatasetError(f"{stack_path}: no layer of the groups {list(groups)}; its groups are {found}.")
-    return [name for _, name in chosen], [i for i, _ in chosen]
-
-
 def load_split(split: Split | str | os.PathLike[str]) -> Split:
     """A :class:`~cryonet.datasets.Split` from itself, its ``split.json`` or a run directory holding one."""
     if isinstance(split, Split):
@@ -292,7 +256,8 @@ def pixel_classifier(
         stack_path: Feature stack (with its sidecar layer table).
         labels_path: Label raster on the stack's grid (0..3, 255 = nodata).
         split: The CNN run's split: a :class:`~cryonet.datasets.Split`, its ``split.json`` or the run directory.
-        groups: Layer families the classifier sees (default: the Sentinel-2 bands alone).
+        groups: Layer families the classifier sees (default: the Sentinel-2 bands alone); each must be in the
+            stack's layer table.
         max_pixels: Size of the training pixel sample (:func:`sample_training_pixels`).
         seed: Seed of the sample and of the estimator (same seed, same classifier).
         estimator: ``"random_forest"`` (``RandomForestClassifier``: 100 trees, depth <= 16, at least 2 pixels per
@@ -304,9 +269,14 @@ def pixel_classifier(
 
     Returns:
         The fitted :class:`PixelClassifier`.
+
+    Raises:
+        cryonet.stackfile.StackFileError: The layer table is missing or does not fit the stack, ``groups`` is
+            empty, or a group is not in the stack.
     """
     sp = load_split(split)
-    names, bands = select_layers(stack_path, groups)
+    sel = StackFile(stack_path).select(groups=groups)
+    names, bands = list(sel.names), list(sel.bands)
     t0 = time.perf_counter()
     x, y = sample_training_pixels(
         stack_path, labels_path, sp.get("train"), bands, max_pixels=max_pixels, seed=seed, progress=progress

@@ -30,7 +30,6 @@ on the same grid (uint8, classes ``0..3``, ``255`` = nodata) this module builds,
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -47,6 +46,7 @@ from rasterio.windows import Window
 from cryonet.constants import CLASSES, LABEL_NODATA
 from cryonet.errors import CryonetError
 from cryonet.raster import Grid, RasterError, atomic_path, open_raster
+from cryonet.stackfile import StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -85,46 +85,6 @@ class DatasetError(CryonetError, ValueError):
 # --------------------------------------------------------------------------------------------------------------------
 # layers
 # --------------------------------------------------------------------------------------------------------------------
-def sidecar_path(stack_path: str | os.PathLike[str]) -> Path:
-    """The layer table beside a stack: ``STACK.tif`` -> ``STACK.layers.csv``."""
-    p = Path(stack_path)
-    return p.with_name(p.stem + ".layers.csv")
-
-
-def layer_names(stack_path: str | os.PathLike[str]) -> list[str]:
-    """Layer names of a feature stack, from its band descriptions (or, failing those, its sidecar table).
-
-    Raises:
-        DatasetError: neither every band has a description nor a sidecar with one row per band exists.
-    """
-    with open_raster(stack_path) as src:
-        names = list(src.descriptions)
-        count = src.count
-    if all(names) and len(set(names)) == count:
-        return [str(n) for n in names]
-    side = sidecar_path(stack_path)
-    if side.is_file():
-        table = read_layer_table(stack_path)
-        if len(table) == count:
-            return [row["layer"] for row in table]
-    raise DatasetError(
-        f"{stack_path}: expected one unique band description (layer name) per band, found {names}, and no sidecar "
-        f"{side.name} with {count} rows. Rebuild the stack with `cryonet features` so that its layers are named."
-    )
-
-
-def read_layer_table(stack_path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Rows of the sidecar ``STACK.layers.csv`` (columns ``layer, group, units, source``); empty if absent."""
-    side = sidecar_path(stack_path)
-    if not side.is_file():
-        return []
-    with open(side, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and "layer" not in rows[0]:
-        raise DatasetError(f"{side}: expected a CSV with a 'layer' column, found columns {list(rows[0])}.")
-    return rows
-
-
 def check_pair(stack_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]) -> Grid:
     """Check that stack and labels share one grid; return it.
 
@@ -740,7 +700,7 @@ class Normalizer:
         """
         from tqdm.auto import tqdm
 
-        names = list(layers) if layers is not None else layer_names(stack_path)
+        names = list(layers) if layers is not None else StackFile(stack_path).layers
         windows = list(windows)
         if not windows:
             raise DatasetError(f"{stack_path}: no training tiles to compute normalisation statistics from.")
@@ -1030,7 +990,7 @@ class TileDataset(_torch_dataset_base()):  # type: ignore[misc]
         self.labels_path = Path(labels_path)
         self.tiles = list(tiles)
         self.normalizer = normalizer
-        normalizer.check_layers(layer_names(stack_path), str(stack_path))
+        normalizer.check_layers(StackFile(stack_path).layers, str(stack_path))
         self.augmenter = augmenter
         self.seed = int(seed)
         self.epoch = 0

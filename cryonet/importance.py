@@ -1,7 +1,7 @@
 """Layer-group importance: which of the seven input families does the trained model rely on?
 
 Two measures, both by the layer groups of :data:`cryonet.constants.LAYER_GROUPS` (a stack's groups come from its
-sidecar ``STACK.layers.csv``, :func:`cryonet.features.stack.read_layer_table`):
+sidecar ``STACK.layers.csv``, :attr:`cryonet.stackfile.StackFile.table`):
 
 **Grouped permutation importance** (:func:`permutation_importance`). The trained model is scored once on the
 evaluation tiles of its run's saved split (the baseline), then again after the layers of one group have been
@@ -169,7 +169,7 @@ def group_layers(table: pd.DataFrame, groups: Sequence[str] | None = None) -> di
     Raises:
         ImportanceError: a requested group is not in the stack.
     """
-    from cryonet.features.stack import select_layers
+    from cryonet.stackfile import Selection
 
     present = list(dict.fromkeys(table["group"]))
     if groups is None:
@@ -177,7 +177,7 @@ def group_layers(table: pd.DataFrame, groups: Sequence[str] | None = None) -> di
     missing = [g for g in groups if g not in present]
     if missing:
         raise ImportanceError(f"group(s) {missing} not in this stack; it has {present}")
-    return {g: select_layers(table, groups=[g]) for g in groups}
+    return {g: Selection.from_table(table, groups=[g]).index0 for g in groups}
 
 
 def _group_key(group: str) -> int:
@@ -418,14 +418,14 @@ def permutation_importance(
         As :func:`permutation_importance_tiles` (``attrs["summary"]`` holds the per-group means and intervals).
     """
     from cryonet.datasets import Split
-    from cryonet.features.stack import read_layer_table
+    from cryonet.stackfile import StackFile
     from cryonet.train import load_model, resolve_device
 
     _check_metric(metric)
     run_dir, split_file = _run_files(run_dir_or_ckpt)
     dev = resolve_device(device)
     model, norm, meta = load_model(run_dir_or_ckpt, device=dev)
-    table = read_layer_table(stack_path)
+    table = StackFile(stack_path).table
     norm.check_layers(list(table["layer"]), str(stack_path))
     tiles = Split.load(split_file).get(split)
     if max_tiles is not None and len(tiles) > max_tiles:
@@ -471,7 +471,8 @@ def write_reduced_stack(
     over every group of a 44-layer Sentinel-2 tile (about 21 GB as float32) does not write seven more such stacks.
     Any other suffix writes a float32 GeoTIFF on the same grid (NaN nodata, band descriptions = layer names, tiled,
     deflate), window by window. Either is written atomically, with ``OUT.layers.csv`` (bands renumbered,
-    :func:`cryonet.features.stack.drop_groups`). An existing output with the expected layer table is kept (resume).
+    :attr:`cryonet.stackfile.Selection.reduced_table`). An existing output with the expected layer table is kept
+    (resume).
 
     Returns:
         ``out_path``.
@@ -479,24 +480,24 @@ def write_reduced_stack(
     import rasterio
     from tqdm.auto import tqdm
 
-    from cryonet.features.stack import StackError, drop_groups, read_layer_table, select_layers, sidecar_paths
     from cryonet.raster import Grid, atomic_path, gtiff_profile, iter_windows, open_raster, write_band_subset_vrt
+    from cryonet.stackfile import StackFile, StackFileError
 
     out_path = Path(out_path)
-    table = read_layer_table(stack_path)
-    keep = select_layers(table, drop=list(drop))
+    rest = StackFile(stack_path).without(list(drop))
+    keep = rest.index0
     if len(keep) == 0:
         raise ImportanceError(f"{stack_path}: dropping {list(drop)} leaves no layer.")
-    _, sub = drop_groups(np.zeros((len(table), 1, 1), np.float32), table, list(drop))
-    layers_csv = sidecar_paths(out_path)[0]
+    sub = rest.reduced_table
+    layers_csv = StackFile.sidecar_paths(out_path).layers_csv
     if out_path.is_file() and layers_csv.is_file():
         try:
-            if read_layer_table(out_path).equals(sub):
+            if StackFile(out_path).table.equals(sub):
                 logger.info("%s exists with the expected layers: kept", out_path)
                 return out_path
-        except StackError:
+        except StackFileError:
             pass
-    bands = [int(i) + 1 for i in keep]
+    bands = list(rest.bands)
     with atomic_path(layers_csv) as tmp:
         sub.to_csv(tmp, index=False)
     with open_raster(stack_path) as src:
@@ -646,12 +647,13 @@ def drop_group_ablation(
         (``full_checkpoint_sha256``, ``profile``, ``model``, ``stack_size``, ``stack_mtime_ns``).
     """
     from cryonet.datasets import Split
-    from cryonet.features.stack import read_layer_table, select_layers
+    from cryonet.stackfile import StackFile
     from cryonet.train import load_model, resolve_device, resolve_profile, train
 
     _check_metric(metric)
     out_dir = Path(out_dir)
-    table = read_layer_table(stack_path)
+    stack = StackFile(stack_path)
+    table = stack.table
     idx = group_layers(table, groups)
     dev = resolve_device(device)
 
@@ -703,7 +705,7 @@ def drop_group_ablation(
         )
         if not res.finished:
             raise ImportanceError(f"{run_dir}: training without {group!r} did not finish.")
-        keep = select_layers(table, drop=[group])
+        keep = stack.without([group]).index0
         net, norm, _ = load_model(run_dir, device=dev)
         score, _ = score_tiles(net, norm, x[:, keep], y, metric=metric, batch_size=bs, device=dev)
         row = {

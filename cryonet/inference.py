@@ -114,7 +114,7 @@ def predict_raster(
     import torch
     from tqdm.auto import tqdm
 
-    from cryonet.datasets import layer_names
+    from cryonet.stackfile import StackFile
     from cryonet.train import resolve_device
 
     if overlap is None:
@@ -122,7 +122,7 @@ def predict_raster(
     if not 0 <= overlap < tile_size:
         raise ValueError(f"overlap must be in [0, tile_size); got {overlap} for tile_size {tile_size}")
     stride = tile_size - overlap
-    names = layer_names(stack_path)
+    names = StackFile(stack_path).layers
     normalizer.check_layers(names, source=str(stack_path))
     dev = resolve_device(device)
     model = model.to(dev).eval()

@@ -83,12 +83,12 @@ from cryonet.datasets import (
     Split,
     TileDataset,
     class_weights,
-    layer_names,
     make_split,
     scan_tiles,
     tile_sampling_weights,
 )
 from cryonet.raster import Grid, atomic_path
+from cryonet.stackfile import StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ def _prepare_data(
     progress: bool,
     given_split: Split | None = None,
 ) -> tuple[Split, Normalizer, list[str]]:
-    layers = layer_names(stack_path)
+    layers = StackFile(stack_path).layers
     tile = int(prof.tile_size)
     if resume_split is not None:
         split = Split.load(resume_split)

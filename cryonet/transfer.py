@@ -58,12 +58,11 @@ from cryonet.datasets import (
     Tile,
     check_pair,
     invalid_pixels,
-    layer_names,
-    read_layer_table,
     scan_tiles,
 )
 from cryonet.errors import CryonetError
 from cryonet.raster import Grid, atomic_path, iter_windows, open_raster
+from cryonet.stackfile import StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +137,11 @@ def check_feature_settings(
     """
     src, tgt = Path(source_stack), Path(target_stack)
     fix = f"Rebuild {tgt} with cryonet.features.stack.build_stack(..., like='{src}') (`cryonet features --like`)."
-    a, b = layer_names(src), layer_names(tgt)
+    a, b = StackFile(src).layers, StackFile(tgt).layers
     if a != b:
         raise TransferError(f"{tgt}: its layers {b} differ from the source stack {src} ({a}). {fix}")
     out: dict[str, Any] = {"layers": len(a)}
-    pa, pb = src.with_suffix(".pca.json"), tgt.with_suffix(".pca.json")
+    pa, pb = StackFile.sidecar_paths(src).pca_json, StackFile.sidecar_paths(tgt).pca_json
     if pa.is_file() != pb.is_file():
         raise TransferError(f"{pa} / {pb}: one stack has a PCA transform and the other has none. {fix}")
     if pa.is_file():
@@ -331,10 +330,10 @@ def apply_source_model(
         feature_check = check_feature_settings(source_stack, target_stack)
     else:
         logger.warning("%s: source stack %s not found; PCA/texture settings not checked", run, source_stack)
-        feature_check = {"layers": len(layer_names(target_stack)), "pca": "not checked", "texture": "not checked"}
+        feature_check = {"layers": len(StackFile(target_stack).layers), "pca": "not checked", "texture": "not checked"}
     ckpt = load_checkpoint(ckpt_path)
     norm = Normalizer.from_dict(ckpt["normalizer"])
-    norm.check_layers(layer_names(target_stack), str(target_stack))
+    norm.check_layers(StackFile(target_stack).layers, str(target_stack))
     prof = ckpt["profile"]
     seed = int(prof.get("seed", 0))
     tile = int(eval_tile or prof.get("tile_size", 128))
@@ -399,10 +398,12 @@ def sample_layers(
         seed: Seed of the draw.
 
     Returns:
-        DataFrame with the layers (and ``class``); ``attrs["groups"]`` maps layer -> group (from the sidecar table).
+        DataFrame with the layers (and ``class``); ``attrs["groups"]`` maps layer -> group (from the layer table;
+        empty when the stack has none).
     """
     stack_path = Path(stack_path)
-    names = layer_names(stack_path)
+    stack = StackFile(stack_path)
+    names = stack.layers
     grid = check_pair(stack_path, labels) if labels is not None else Grid.from_file(stack_path)
     rows, cols = grid.shape
     rng = np.random.default_rng(seed)
@@ -429,8 +430,8 @@ def sample_layers(
     df = pd.DataFrame(values[keep], columns=names)
     if labels is not None:
         df["class"] = pd.Categorical.from_codes(lab[keep].astype(int), categories=list(CLASSES))
-    table = read_layer_table(stack_path)
-    df.attrs["groups"] = {row["layer"]: row.get("group", "") for row in table} if table else {}
+    table = stack.table if stack.layers_csv.is_file() else None
+    df.attrs["groups"] = dict(zip(table["layer"], table["group"], strict=True)) if table is not None else {}
     return df
 
 

@@ -1,4 +1,8 @@
-"""Shared pytest fixtures: offline settings, the real-data folder, tiny generated rasters."""
+"""Shared pytest fixtures: offline settings, the real-data folder, tiny generated rasters, stacks and runs.
+
+Feature stacks are written through one fixture, ``make_stack``; the builders behind it and ``make_run`` live in
+``tests/builders.py``, which only this file imports: no test module imports another.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import RunFactory, StackFactory
 
 import cryonet._torch_compat  # noqa: F401  (before any test imports smp/torchvision: see that module)
 
@@ -64,3 +69,26 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def make_stack() -> StackFactory:
+    """The one writer of test feature stacks (GeoTIFF + optional layer table) and of the shared scenes.
+
+    Usage: ``make_stack(path, data, layers, groups=None, grid=None, nodata=nan)``; ``make_stack.twin(root, size,
+    seed, nodata_rows, table=False)`` and ``make_stack.group_stack(root, size, seed)`` write the twin and group
+    stacks with their labels; ``make_stack.TWIN_LAYERS``, ``.TWIN_GROUPS``, ``.GROUP_STACK``, ``.GROUP_LAYERS``,
+    ``.SIGNAL`` name their layers; ``make_stack.grid(size)`` is the square test grid. Session-scoped (it holds no
+    state), so module-scoped fixtures can use it.
+    """
+    return StackFactory()
+
+
+@pytest.fixture(scope="session")
+def make_run() -> RunFactory:
+    """Writes a run directory over the group stack whose model sees only the layers ``uses``.
+
+    Usage: ``make_run(root, stack, labels, uses=[make_stack.SIGNAL], model="unet")``; ``make_run.PROFILE`` is its
+    profile, ``make_run.identity_normalizer()`` its normaliser.
+    """
+    return RunFactory()

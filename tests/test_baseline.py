@@ -3,26 +3,24 @@ test tiles of the split, determinism, the comparison table, and a CNN run's eval
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cryonet import baseline as B
 from cryonet import metrics
 from cryonet.constants import LABEL_NODATA
-from cryonet.datasets import DatasetError, Split, invalid_pixels, scan_tiles
-from cryonet.raster import Grid, open_raster, write_raster
+from cryonet.datasets import Split, invalid_pixels, scan_tiles
+from cryonet.raster import open_raster, write_raster
+from cryonet.stackfile import StackFile, StackFileError
 
 SIZE, TILE = 64, 16
 LAYERS = [("B2", "s2"), ("B3", "s2"), ("slope", "terrain"), ("coherence", "insar")]
 
 
-def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
+def _write_stack(make_stack, root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
     """64 x 64 px: four classes in 4 px stripes (every 16 px tile holds all four); B2 = class / 4 + small noise
     (classes separable by B2 alone), every other layer pure noise; a NaN row, a nodata label column."""
     rng = np.random.default_rng(seed)
@@ -33,13 +31,8 @@ def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
     noise = rng.normal(0.3, 0.1, (3, SIZE, SIZE))
     stack = np.concatenate([b2[None], noise]).astype(np.float32)
     stack[:, 0, :] = np.nan  # first row: every layer missing -> nodata
-    grid = Grid(CRS.from_epsg(32645), Affine(10, 0, 500_000.0, 0, -10, 3_130_000.0), SIZE, SIZE)
-    sp = write_raster(root / "stack.tif", stack, grid, nodata=float("nan"), descriptions=[n for n, _ in LAYERS])
-    with open(root / "stack.layers.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["layer", "group", "units", "source", "band"])
-        for i, (name, group) in enumerate(LAYERS, start=1):
-            w.writerow([name, group, "", "test", i])
+    grid = make_stack.grid(SIZE)
+    sp = make_stack(root / "stack.tif", stack, [n for n, _ in LAYERS], [g for _, g in LAYERS], grid=grid)
     lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
     tiles = scan_tiles(sp, lp, TILE, TILE, progress=False)
     # a hand-made split: the right-hand column of tiles is the test set, one tile validation, the rest training
@@ -58,22 +51,23 @@ def _write_stack(root: Path, seed: int = 0) -> tuple[Path, Path, Split]:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    return _write_stack(tmp_path_factory.mktemp("pix"))
+def scene(tmp_path_factory, make_stack):
+    return _write_stack(make_stack, tmp_path_factory.mktemp("pix"))
 
 
-def test_select_layers_by_group(scene):
-    sp, _, _ = scene
-    assert B.select_layers(sp, ["s2"]) == (["B2", "B3"], [1, 2])
-    assert B.select_layers(sp, ["insar", "terrain"]) == (["slope", "coherence"], [3, 4])
-    with pytest.raises(ValueError, match="unknown layer group"):
-        B.select_layers(sp, ["optics"])
-    with pytest.raises(DatasetError, match="no layer of the groups"):
-        B.select_layers(sp, ["texture"])
+def test_layers_are_chosen_by_group_from_the_layer_table(scene):
+    """The classifier's layers: StackFile's selection (names, 1-based bands); bad groups and no table are errors."""
+    sp, lp, split = scene
+    sel = StackFile(sp).select(groups=["insar", "terrain"])
+    assert (sel.names, sel.bands) == (("slope", "coherence"), (3, 4))
+    assert StackFile(sp).select(groups=["s2"]).bands == (1, 2)
+    for groups, message in ((("optics",), r"\['optics'\] not in this stack"), (("texture",), "texture")):
+        with pytest.raises(StackFileError, match=message):
+            B.pixel_classifier(sp, lp, split, groups=groups, progress=False)
     (sp.parent / "stack.layers.csv").rename(sp.parent / "moved.csv")
     try:
-        with pytest.raises(DatasetError, match=r"stack\.layers\.csv.*group"):
-            B.select_layers(sp, ["s2"])
+        with pytest.raises(StackFileError, match=r"stack\.layers\.csv: layer table not found.*`cryonet features`"):
+            B.pixel_classifier(sp, lp, split, progress=False)
     finally:
         (sp.parent / "moved.csv").rename(sp.parent / "stack.layers.csv")
 
@@ -104,6 +98,7 @@ def test_groups_without_signal_are_near_chance(scene):
     clf = B.pixel_classifier(
         sp, lp, split, groups=("terrain", "insar"), max_pixels=3000, n_estimators=20, progress=False
     )
+    assert (clf.layers, clf.band_indexes) == (["slope", "coherence"], [3, 4])  # band order, 1-based
     res = B.evaluate_pixel_classifier(clf, sp, lp, split, "test", n_boot=50, progress=False)
     # four balanced classes guessed at random: accuracy ~0.25, IoU ~0.14 per class
     assert res["summary"]["pixel_accuracy"] < 0.4
@@ -200,22 +195,14 @@ def test_result_keeps_its_keys_and_is_the_one_scorer():
 
 
 @pytest.mark.slow
-def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path):
+def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path, make_stack):
     """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
     import json
-
-    from test_datasets import TWIN_LAYERS, write_twin
 
     from cryonet import train as T
     from cryonet.config import get_profile
 
-    sp, lp = write_twin(tmp_path / "twin", size=128, seed=0)
-    with open(sp.parent / "stack.layers.csv", "w", newline="") as fh:  # the layer table the pixel baseline reads
-        w = csv.writer(fh)
-        w.writerow(["layer", "group", "units", "source", "band"])
-        for i, name in enumerate(TWIN_LAYERS, start=1):
-            group = "s2" if name.startswith("B") else "indices" if name == "ndsi" else "terrain"
-            w.writerow([name, group, "", "test twin", i])
+    sp, lp = make_stack.twin(tmp_path / "twin", size=128, seed=0, table=True)  # the table the pixel baseline reads
     run = tmp_path / "run"
     prof = get_profile("ci").replace(
         tile_size=32,

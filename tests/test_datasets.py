@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from affine import Affine
-from rasterio.crs import CRS
 
 from cryonet.constants import LABEL_NODATA
 from cryonet.datasets import (
@@ -19,62 +16,16 @@ from cryonet.datasets import (
     Split,
     TileDataset,
     class_weights,
-    layer_names,
     make_split,
     scan_tiles,
     tile_sampling_weights,
     tile_windows,
 )
 from cryonet.raster import Grid, write_raster
+from cryonet.stackfile import StackFile
 
-#: Layers of the tiny twin stack (five spectral-like layers, slope, aspect vector).
-TWIN_LAYERS = ("B2", "B3", "B8", "B11", "ndsi", "slope", "aspect_sin", "aspect_cos")
+#: Pixel size of the DEMs of the augmentation tests, metres.
 RES = 10.0
-
-
-def twin_grid(size: int, res: float = RES) -> Grid:
-    return Grid(CRS.from_epsg(32645), Affine(res, 0, 500_000.0, 0, -res, 3_130_000.0), size, size)
-
-
-def write_twin(root: Path, size: int = 128, seed: int = 0, nodata_rows: int = 3) -> tuple[Path, Path]:
-    """A tiny stack + labels: ice/debris blobs, one lake per quadrant, class-dependent spectra (learnable).
-
-    The first ``nodata_rows`` rows are NaN in every layer and the last two columns are label 255.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rr, cc = np.mgrid[0:size, 0:size].astype(float)
-    lab = np.zeros((size, size), np.uint8)
-    for cls, n, (lo, hi) in ((1, 6, (size / 10, size / 6)), (2, 6, (size / 14, size / 9))):
-        for _ in range(n):
-            r0, c0, rad = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(lo, hi)
-            lab[(rr - r0) ** 2 + (cc - c0) ** 2 < rad**2] = cls
-    q = size // 2
-    for a, b in [(0, 0), (0, q), (q, 0), (q, q)]:
-        r0, c0 = a + rng.uniform(8, q - 8), b + rng.uniform(8, q - 8)
-        lab[(rr - r0) ** 2 + (cc - c0) ** 2 < 4.5**2] = 3
-    means = np.array(
-        [
-            [0.1, 0.1, 0.3, 0.2, -0.3],
-            [0.8, 0.8, 0.7, 0.1, 0.8],
-            [0.2, 0.25, 0.3, 0.3, -0.1],
-            [0.05, 0.1, 0.02, 0.01, 0.6],
-        ]
-    )
-    spec = means[lab].transpose(2, 0, 1) + rng.normal(0, 0.08, (5, size, size))
-    dem = 5000 - 0.3 * rr * RES + 0.1 * cc * RES + 30 * np.sin(rr / 9) * np.cos(cc / 13)
-    gy, gx = np.gradient(dem, RES)
-    east, north = -gx, gy  # downslope; rows increase southwards
-    norm = np.hypot(east, north)
-    slope = np.degrees(np.arctan(norm))
-    stack = np.concatenate([spec, slope[None], (east / norm)[None], (north / norm)[None]]).astype(np.float32)
-    stack[:, :nodata_rows, :] = np.nan
-    lab[:, -2:] = LABEL_NODATA
-    grid = twin_grid(size)
-    sp = write_raster(root / "stack.tif", stack, grid, nodata=float("nan"), descriptions=TWIN_LAYERS)
-    lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
-    return sp, lp
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -93,9 +44,9 @@ def test_tile_windows_cover_raster_with_flush_edge():
     assert tile_windows(20, 20, 32) == []
 
 
-def test_scan_tiles_counts_and_nodata_threshold(tmp_path):
+def test_scan_tiles_counts_and_nodata_threshold(tmp_path, make_stack):
     size = 64
-    grid = twin_grid(size)
+    grid = make_stack.grid(size)
     lab = np.zeros((size, size), np.uint8)
     lab[:32, 32:] = 1
     lab[40:44, 40:44] = 3
@@ -103,7 +54,7 @@ def test_scan_tiles_counts_and_nodata_threshold(tmp_path):
     x = np.ones((3, size, size), np.float32)
     x[1:, :20, :32] = np.nan  # upper-left tile: 20/32 rows with 2 of 3 layers NaN = 62.5 % nodata
     x[2, 40:44, 40:44] = np.nan  # one NaN layer of 3 on the lake (aspect on a flat surface): still valid
-    sp = write_raster(tmp_path / "s.tif", x, grid, nodata=float("nan"), descriptions=["a", "b", "c"])
+    sp = make_stack(tmp_path / "s.tif", x, ["a", "b", "c"], grid=grid)
     lp = write_raster(tmp_path / "l.tif", lab, grid, nodata=255)
     tiles = scan_tiles(sp, lp, 32, progress=False)
     got = {(t.row, t.col): t for t in tiles}
@@ -116,9 +67,9 @@ def test_scan_tiles_counts_and_nodata_threshold(tmp_path):
     assert up_left.class_counts == (32 * 12, 0, 0, 0)
 
 
-def test_label_grid_mismatch_is_a_clear_error(tmp_path):
-    sp = write_raster(tmp_path / "s.tif", np.ones((1, 32, 32), np.float32), twin_grid(32), descriptions=["a"])
-    lp = write_raster(tmp_path / "l.tif", np.zeros((32, 32), np.uint8), twin_grid(32, res=20.0))
+def test_label_grid_mismatch_is_a_clear_error(tmp_path, make_stack):
+    sp = make_stack(tmp_path / "s.tif", np.ones((1, 32, 32), np.float32), ["a"], nodata=None)
+    lp = write_raster(tmp_path / "l.tif", np.zeros((32, 32), np.uint8), make_stack.grid(32, res=20.0))
     with pytest.raises(DatasetError, match="l.tif.*differs"):
         scan_tiles(sp, lp, 32, progress=False)
 
@@ -127,9 +78,9 @@ def test_label_grid_mismatch_is_a_clear_error(tmp_path):
 # split
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def split_setup(tmp_path_factory):
+def split_setup(tmp_path_factory, make_stack):
     root = tmp_path_factory.mktemp("split")
-    sp, lp = write_twin(root, size=256, seed=3)
+    sp, lp = make_stack.twin(root, size=256, seed=3)
     tiles = scan_tiles(sp, lp, 32, 16, progress=False)  # overlapping tiles: the buffer has work to do
     return sp, lp, tiles, Grid.from_file(sp)
 
@@ -263,7 +214,7 @@ def test_split_load_bad_file(tmp_path):
 # ------------------------------------------------------------------------------------------------------------------
 # normalisation
 # ------------------------------------------------------------------------------------------------------------------
-def test_normalizer_uses_training_tiles_only(tmp_path):
+def test_normalizer_uses_training_tiles_only(tmp_path, make_stack):
     size = 64
     rng = np.random.default_rng(0)
     x = np.empty((2, size, size), np.float32)
@@ -271,7 +222,7 @@ def test_normalizer_uses_training_tiles_only(tmp_path):
     x[1] = rng.normal(-1.0, 0.5, (size, size))
     x[:, :, 32:] = 1000.0  # "test" half: very different values
     x[0, 0, 0] = np.nan
-    sp = write_raster(tmp_path / "s.tif", x, twin_grid(size), nodata=float("nan"), descriptions=["a", "b"])
+    sp = make_stack(tmp_path / "s.tif", x, ["a", "b"])
     from rasterio.windows import Window
 
     train_windows = [Window(0, 0, 32, 32), Window(0, 32, 32, 32)]  # left half only
@@ -397,12 +348,12 @@ def test_weighted_sampler_favours_lake_tiles():
 # ------------------------------------------------------------------------------------------------------------------
 # dataset
 # ------------------------------------------------------------------------------------------------------------------
-def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path):
-    sp, lp = write_twin(tmp_path, size=64, nodata_rows=3)
-    assert layer_names(sp) == list(TWIN_LAYERS)
+def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path, make_stack):
+    sp, lp = make_stack.twin(tmp_path, size=64, nodata_rows=3)
+    assert StackFile(sp).layers == list(make_stack.TWIN_LAYERS)
     tiles = scan_tiles(sp, lp, 32, progress=False)
     norm = Normalizer.fit(sp, [t.window for t in tiles], progress=False)
-    ds = TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)
+    ds = TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=7)
     x, y = ds[0]
     assert x.shape == (8, 32, 32) and x.dtype.is_floating_point and str(x.dtype) == "torch.float32"
     assert y.shape == (32, 32) and str(y.dtype) == "torch.int64"
@@ -416,7 +367,7 @@ def test_tile_dataset_shapes_dtypes_and_determinism(tmp_path):
     assert (x == x2).all() and (y == y2).all()  # same seed/epoch: same sample
     ds.set_epoch(1)
     changed = any(
-        not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=7)[i][1]).all()
+        not (ds[i][1] == TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=7)[i][1]).all()
         for i in range(len(ds))
     )
     assert changed  # another epoch draws other flips
@@ -452,13 +403,13 @@ def test_plot_split_draws_every_kept_tile(split_setup, tmp_path):
     plt.close(fig)
 
 
-def test_tile_dataset_in_worker_processes_matches_serial(tmp_path):
+def test_tile_dataset_in_worker_processes_matches_serial(tmp_path, make_stack):
     import torch
 
-    sp, lp = write_twin(tmp_path, size=64)
+    sp, lp = make_stack.twin(tmp_path, size=64)
     tiles = scan_tiles(sp, lp, 32, 16, progress=False)
     norm = Normalizer.fit(sp, [t.window for t in tiles], progress=False)
-    ds = TileDataset(sp, lp, tiles, norm, Augmenter(layer_names(sp)), seed=3)
+    ds = TileDataset(sp, lp, tiles, norm, Augmenter(StackFile(sp).layers), seed=3)
     ds.set_epoch(2)
     serial = [ds[i] for i in range(len(ds))]
     ds[0]  # open handles in this process: workers must open their own

@@ -10,72 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from affine import Affine
-from rasterio.crs import CRS
 
 from cryonet import importance as I
 from cryonet.constants import LABEL_NODATA
-from cryonet.datasets import Normalizer, make_split, scan_tiles
-from cryonet.raster import Grid, write_raster
-
-#: Layers of the tiny stack: group -> layer names. Only ``elevation`` (terrain) carries the label.
-GROUPS = {"s2": ["B2", "B3"], "terrain": ["elevation", "slope"], "texture": ["glcm_contrast"]}
-LAYERS = [name for names in GROUPS.values() for name in names]
-SIGNAL = LAYERS.index("elevation")
-RES = 10.0
-#: Profile used for tiny runs: 32 px tiles, 320 m blocks.
-TINY = {
-    "tile_size": 32,
-    "tile_stride": 32,
-    "batch_size": 4,
-    "epochs": 3,
-    "lr": 5e-3,
-    "max_train_tiles": None,
-    "encoder": "resnet18",
-    "split": {"block_size_m": 320.0, "buffer_m": 0.0},
-}
-
-
-def write_group_stack(root: Path, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
-    """A stack whose label depends only on the terrain layer ``elevation`` (= class id + noise); others noise.
-
-    The first two rows are NaN in every layer; the last column is label nodata. A layer table sidecar is written.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rr, cc = np.mgrid[0:size, 0:size].astype(float)
-    lab = np.zeros((size, size), np.uint8)
-    for cls, n, rad in ((1, 14, 9.0), (2, 10, 6.0), (3, 8, 3.5)):
-        for _ in range(n):
-            r0, c0 = rng.uniform(0, size, 2)
-            lab[(rr - r0) ** 2 + (cc - c0) ** 2 < rad**2] = cls
-    x = rng.normal(0.0, 1.0, (len(LAYERS), size, size)).astype(np.float32)
-    x[1] = x[0] + rng.normal(0, 0.1, (size, size))  # correlated within the s2 group
-    x[SIGNAL] = lab + rng.normal(0.0, 0.05, (size, size))
-    x[:, :2] = np.nan
-    lab[:, -1] = LABEL_NODATA
-    grid = Grid(CRS.from_epsg(32645), Affine(RES, 0, 500_000.0, 0, -RES, 3_130_000.0), size, size)
-    sp = write_raster(root / "stack.tif", x, grid, nodata=float("nan"), descriptions=LAYERS)
-    lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
-    table = pd.DataFrame(
-        {
-            "layer": LAYERS,
-            "group": [g for g, n in GROUPS.items() for _ in n],
-            "units": "1",
-            "source": "test",
-            "band": np.arange(1, len(LAYERS) + 1),
-        }
-    )
-    table.to_csv(root / "stack.layers.csv", index=False)
-    return sp, lp
-
-
-def identity_normalizer() -> Normalizer:
-    return Normalizer(list(LAYERS), np.zeros(len(LAYERS), np.float32), np.ones(len(LAYERS), np.float32))
+from cryonet.datasets import scan_tiles
+from cryonet.stackfile import StackFile
 
 
 class SignalModel(torch.nn.Module):
-    """Classifies each pixel by the nearest class id of one layer: perfect on the stack above, blind to the rest."""
+    """Classifies each pixel by the nearest class id of one layer: perfect on the group stack, blind to the rest."""
 
     def __init__(self, layer: int) -> None:
         super().__init__()
@@ -87,84 +30,43 @@ class SignalModel(torch.nn.Module):
         return -10.0 * (v - k) ** 2
 
 
-def make_run(root: Path, stack: Path, labels: Path, *, uses: list[int], model: str = "unet") -> Path:
-    """A run directory as `cryonet train` writes it, with an untrained smp model blind to all layers but ``uses``.
-
-    The encoder's first convolution gets zero weights for the other input layers, so they contribute exactly 0.
-    """
-    from cryonet import config, models
-    from cryonet.train import CHECKPOINT_FORMAT, save_checkpoint
-
-    root.mkdir(parents=True, exist_ok=True)
-    # a bare smp model (no full-resolution head, which would see every layer): the profile says so
-    prof = config.CI.replace(**{**TINY, "full_res_head": False, "split": {"block_size_m": 320.0, "buffer_m": 0.0}})
-    torch.manual_seed(0)
-    net = models.create(model, in_channels=len(LAYERS), classes=4, encoder="resnet18")
-    with torch.no_grad():
-        w = net.encoder.conv1.weight
-        blind = [i for i in range(len(LAYERS)) if i not in uses]
-        w[:, blind] = 0.0
-        w[:, uses] *= 20.0  # a strong response to the used layers
-    tiles = scan_tiles(stack, labels, 32, 32, progress=False)
-    split = make_split(tiles, Grid.from_file(stack), block_size_m=320.0, buffer_m=0.0, seed=0)
-    split.save(root / "split.json")
-    norm = identity_normalizer()
-    norm.save(root / "normalizer.json")
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model,
-        "encoder": "resnet18",
-        "model_state": {k: v.detach().clone() for k, v in net.state_dict().items()},
-        "epoch": 1,
-        "best_score": 0.0,
-        "profile": json.loads(json.dumps(prof.to_dict())),
-        "layers": list(LAYERS),
-        "normalizer": norm.to_dict(),
-    }
-    save_checkpoint(root / "best.pt", state)
-    (root / "run.json").write_text(
-        json.dumps(
-            {
-                "model": model,
-                "encoder": "resnet18",
-                "profile": prof.to_dict(),
-                "stack": str(stack),
-                "labels": str(labels),
-                "layers": LAYERS,
-            }
-        )
-    )
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_group_stack(tmp_path_factory.mktemp("imp"))
+def tiny(tmp_path_factory, make_stack):
+    return make_stack.group_stack(tmp_path_factory.mktemp("imp"))
 
 
 def _table(stack: Path) -> pd.DataFrame:
-    from cryonet.features.stack import read_layer_table
-
-    return read_layer_table(stack)
+    return StackFile(stack).table
 
 
 # ------------------------------------------------------------------------------------------------------------------
 class LakeFromS2Model(torch.nn.Module):
-    """Lake from layer B2 (s2 group) alone, the other classes from ``elevation`` (terrain) alone."""
+    """Lake from layer B2 (s2 group, band 0) alone, the other classes from ``elevation`` (terrain, band ``signal``)."""
+
+    def __init__(self, signal: int) -> None:
+        super().__init__()
+        self.signal = signal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v, b2 = x[:, SIGNAL : SIGNAL + 1], x[:, 0:1]
+        v, b2 = x[:, self.signal : self.signal + 1], x[:, 0:1]
         k = torch.arange(3, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return torch.cat([-10.0 * (v - k) ** 2, 50.0 * (b2 - 0.5)], dim=1)
 
 
-def test_per_class_drops_name_the_class_that_needs_the_group(tiny):
+def test_per_class_drops_name_the_class_that_needs_the_group(tiny, make_stack, make_run):
     sp, lp = tiny
     x, y = I.load_tiles(sp, lp, scan_tiles(sp, lp, 32, 32, progress=False))
     rng = np.random.default_rng(3)
     x[:, 0] = np.where(np.isnan(x[:, 0]), np.nan, (y == 3) + rng.normal(0, 0.05, y.shape)).astype(np.float32)
     df = I.permutation_importance_tiles(
-        LakeFromS2Model(), identity_normalizer(), x, y, _table(sp), repeats=2, seed=0, progress=False
+        LakeFromS2Model(make_stack.SIGNAL),
+        make_run.identity_normalizer(),
+        x,
+        y,
+        _table(sp),
+        repeats=2,
+        seed=0,
+        progress=False,
     )
     assert df.attrs["baseline_class_iou"] == pytest.approx({"background": 1, "clean_ice": 1, "debris": 1, "lake": 1})
     drops = I.class_drops(df)
@@ -206,14 +108,21 @@ def test_joint_permutation_keeps_pixel_tuples_and_nodata():
     assert (out[:, 0][valid] != x[:, 1][valid]).mean() > 0.9
 
 
-def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
+def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny, make_stack, make_run):
     sp, lp = tiny
     tiles = scan_tiles(sp, lp, 32, 32, progress=False)
     x, y = I.load_tiles(sp, lp, tiles)
-    assert x.shape == (len(tiles), len(LAYERS), 32, 32) and (y[:, :2][:3] == LABEL_NODATA).all()
+    assert x.shape == (len(tiles), len(make_stack.GROUP_LAYERS), 32, 32) and (y[:, :2][:3] == LABEL_NODATA).all()
     x0 = x.copy()
     df = I.permutation_importance_tiles(
-        SignalModel(SIGNAL), identity_normalizer(), x, y, _table(sp), repeats=3, seed=0, progress=False
+        SignalModel(make_stack.SIGNAL),
+        make_run.identity_normalizer(),
+        x,
+        y,
+        _table(sp),
+        repeats=3,
+        seed=0,
+        progress=False,
     )
     np.testing.assert_array_equal(x, x0)  # permuted in place, restored
     assert list(df.columns) == [
@@ -238,8 +147,8 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     assert summ.loc["terrain", "low"] < t.mean() < summ.loc["terrain", "high"]
     # deterministic for a seed, different for another
     again = I.permutation_importance_tiles(
-        SignalModel(SIGNAL),
-        identity_normalizer(),
+        SignalModel(make_stack.SIGNAL),
+        make_run.identity_normalizer(),
         x,
         y,
         _table(sp),
@@ -250,8 +159,8 @@ def test_signal_group_is_important_and_ignored_groups_exactly_zero(tiny):
     )
     np.testing.assert_array_equal(again["drop"], t)  # a group's draws do not depend on the other groups run
     other = I.permutation_importance_tiles(
-        SignalModel(SIGNAL),
-        identity_normalizer(),
+        SignalModel(make_stack.SIGNAL),
+        make_run.identity_normalizer(),
         x,
         y,
         _table(sp),
@@ -285,12 +194,12 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path):
+def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path, make_stack, make_run):
     """Through the run directory: baseline equals cryonet.train.evaluate; blind groups drop by exactly 0."""
     from cryonet.train import evaluate
 
     sp, lp = tiny
-    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    run = make_run(tmp_path / "run", sp, lp, uses=[make_stack.SIGNAL])
     df = I.permutation_importance(run, sp, lp, repeats=2, device="cpu", progress=False)
     ev = evaluate(run, "test", n_boot=10, device="cpu", progress=False)
     assert df.attrs["baseline"] == pytest.approx(ev["summary"]["overall_iou_glacier"], abs=1e-9)
@@ -307,11 +216,9 @@ def test_permutation_importance_of_a_checkpointed_run(tiny, tmp_path):
 def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
     import rasterio
 
-    from cryonet.features.stack import read_layer_table
-
     sp, _ = tiny
     out = I.write_reduced_stack(sp, tmp_path / "red" / "stack.tif", ["terrain"], block=40)
-    table = read_layer_table(out)
+    table = StackFile(out).table
     assert list(table["layer"]) == ["B2", "B3", "glcm_contrast"] and list(table["band"]) == [1, 2, 3]
     with rasterio.open(sp) as a, rasterio.open(out) as b:
         np.testing.assert_array_equal(b.read(), a.read([1, 2, 5]))
@@ -323,7 +230,7 @@ def test_reduced_stack_is_written_window_by_window(tiny, tmp_path):
         I.write_reduced_stack(sp, tmp_path / "x.tif", ["s2", "terrain", "texture"])
     # as a VRT (what the ablation writes): the same layers and pixels, read from the full stack, nothing copied
     vrt = I.write_reduced_stack(sp, tmp_path / "vrt" / "stack.vrt", ["terrain"])
-    assert vrt.stat().st_size < 20_000 and list(read_layer_table(vrt)["layer"]) == list(table["layer"])
+    assert vrt.stat().st_size < 20_000 and list(StackFile(vrt).table["layer"]) == list(table["layer"])
     with rasterio.open(vrt) as v, rasterio.open(out) as b:
         assert v.driver == "VRT" and b.driver == "GTiff"
         np.testing.assert_array_equal(v.read(), b.read())
@@ -340,13 +247,13 @@ def test_ablation_keeps_the_stack_copy_of_an_earlier_version(tmp_path):
 
 
 @pytest.mark.slow
-def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
+def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch, make_stack, make_run):
     """Mechanics of the ablation, cross-checked with cryonet.train.evaluate of each run (learning is not asserted:
     a few CPU epochs are too few for a from-scratch U-Net to be reliably better with the signal group)."""
     from cryonet.train import evaluate
 
-    sp, lp = write_group_stack(tmp_path / "scene", size=128)
-    over = {**TINY, "epochs": 2, "tile_stride": 16, "split": {"block_size_m": 640.0, "buffer_m": 0.0}}
+    sp, lp = make_stack.group_stack(tmp_path / "scene", size=128)
+    over = {**make_run.PROFILE, "epochs": 2, "tile_stride": 16, "split": {"block_size_m": 640.0, "buffer_m": 0.0}}
     df = I.drop_group_ablation(
         sp,
         lp,
@@ -371,7 +278,7 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
         assert row.score == pytest.approx(ev["summary"]["overall_iou_glacier"], abs=1e-9)
         assert row.drop == pytest.approx(df.attrs["full_score"] - row.score)
         assert json.loads((Path(row.run_dir) / "run.json").read_text())["layers"] == [
-            n for n in LAYERS if n not in row.dropped_layers
+            n for n in make_stack.GROUP_LAYERS if n not in row.dropped_layers
         ]
     assert (tmp_path / "abl" / "terrain" / I.ABLATION_FILE).is_file()
 
@@ -394,7 +301,7 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path, caplog):
+def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path, caplog, make_stack, make_run):
     """A group's result is reused only while the reference checkpoint, the profile and the full stack are unchanged.
 
     Each check puts a file the library never writes into the group's folder: it survives only if the folder was
@@ -406,8 +313,8 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
 
     from cryonet.train import load_checkpoint, save_checkpoint
 
-    sp, lp = write_group_stack(tmp_path / "scene")
-    ref = make_run(tmp_path / "ref", sp, lp, uses=[SIGNAL])
+    sp, lp = make_stack.group_stack(tmp_path / "scene")
+    ref = make_run(tmp_path / "ref", sp, lp, uses=[make_stack.SIGNAL])
     gdir = tmp_path / "abl" / "texture"
     last = gdir / "run" / "last.pt"
 
@@ -503,11 +410,11 @@ def test_plot_importance(tiny):
 
 
 @pytest.mark.slow
-def test_importance_cli(tiny, tmp_path, capsys):
+def test_importance_cli(tiny, tmp_path, capsys, make_stack, make_run):
     from cryonet.cli import main
 
     sp, lp = tiny
-    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    run = make_run(tmp_path / "run", sp, lp, uses=[make_stack.SIGNAL])
     out = tmp_path / "imp.csv"
     rc = main(
         [

@@ -9,7 +9,7 @@ import torch
 
 from cryonet.datasets import Normalizer
 from cryonet.inference import blend_weights, predict_raster, window_offsets
-from cryonet.raster import Grid, write_raster
+from cryonet.raster import Grid
 
 
 class PixelModel(torch.nn.Module):
@@ -25,7 +25,7 @@ class PixelModel(torch.nn.Module):
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, make_stack):
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
@@ -33,7 +33,7 @@ def stack(tmp_path):
     data = rng.normal(size=(3, 70, 93)).astype("float32")
     data[:, :5, :7] = np.nan  # no valid input -> label nodata
     grid = Grid(CRS.from_epsg(32645), from_origin(400_000, 3_100_000, 10, 10), 93, 70)
-    path = write_raster(tmp_path / "stack.tif", data, grid, nodata=float("nan"), descriptions=["a", "b", "c"])
+    path = make_stack(tmp_path / "stack.tif", data, ["a", "b", "c"], grid=grid)
     norm = Normalizer(["a", "b", "c"], np.zeros(3, "float32"), np.ones(3, "float32"))
     return path, data, grid, norm
 

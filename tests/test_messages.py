@@ -19,7 +19,7 @@ from cryonet.cli import build_parser
 PACKAGE = Path(__file__).resolve().parents[1] / "cryonet"
 
 #: "cryonet <word>" phrases where the word is a noun, not a subcommand ("not a cryonet checkpoint").
-NOUNS = {"checkpoint", "checkout", "dependency", "split", "normalisation"}
+NOUNS = {"checkpoint", "dependency", "split", "normalisation"}
 
 #: ``cryonet <word>`` anywhere in a string.
 PHRASE = re.compile(r"\bcryonet ([a-z][a-z0-9_-]*)")

@@ -247,17 +247,16 @@ def test_outlines_cli_writes_geopackage_and_compares(scene_labels, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_predict_cli_writes_cog_on_the_input_grid(tmp_path, capsys):
+def test_predict_cli_writes_cog_on_the_input_grid(tmp_path, capsys, make_stack, make_run):
     """`cryonet predict` on a scene that is not a multiple of the tile size: a COG on exactly the input grid."""
     import rasterio
     import torch
-    from test_importance import SIGNAL, make_run, write_group_stack
 
     from cryonet.cli import main
     from cryonet.train import load_model
 
-    sp, lp = write_group_stack(tmp_path / "scene", size=83)
-    run = make_run(tmp_path / "run", sp, lp, uses=[SIGNAL])
+    sp, lp = make_stack.group_stack(tmp_path / "scene", size=83)
+    run = make_run(tmp_path / "run", sp, lp, uses=[make_stack.SIGNAL])
     out = tmp_path / "pred.tif"
     probs = tmp_path / "probs.tif"
     rc = main(

@@ -18,16 +18,14 @@ from cryonet.features.stack import (
     build_stack,
     build_stack_dask,
     class_table,
-    drop_groups,
     permute_group,
-    read_layer_table,
-    select_layers,
     separability,
     separability_by_group,
     stack_layers,
 )
 from cryonet.raster import Grid, write_raster
 from cryonet.scene import Scene
+from cryonet.stackfile import StackFile, StackFileError
 
 N = 48  # scene edge, 10 m pixels
 X0, Y0 = 500_000.0, 3_130_000.0
@@ -123,7 +121,7 @@ def test_layers_descriptions_and_sidecar(full_stack):
     expected = [s.name for s in stack_layers(LAYER_GROUPS, texture=TextureSettings(**TEX))]
     assert desc == expected == [s.name for s in full_stack.layers]
     assert desc[:10] == list(S2_BANDS) and "glcm_contrast" in desc and "pc1" in desc and "tc_wetness" in desc
-    table = read_layer_table(full_stack.path)
+    table = StackFile(full_stack.path).table
     assert list(table.columns) == ["layer", "group", "units", "source", "band"]
     assert list(table["layer"]) == desc and list(table["band"]) == list(range(1, len(desc) + 1))
     # groups appear in LAYER_GROUPS order, each contiguous
@@ -178,7 +176,7 @@ def test_resume_skips_up_to_date_stack(full_stack, scene, tmp_path):
     again = build_stack(scene, out, groups=("s2", "indices"), block=32, progress=False)
     assert not first.skipped and again.skipped and out.stat().st_mtime_ns == mtime
     other = build_stack(scene, out, groups=("s2",), block=32, progress=False)  # other settings: rebuilt
-    assert not other.skipped and read_layer_table(out)["group"].unique().tolist() == ["s2"]
+    assert not other.skipped and list(StackFile(out).groups) == ["s2"]
 
 
 def test_transfer_reuses_source_pca_and_texture_range(full_stack, tmp_path):
@@ -193,26 +191,28 @@ def test_transfer_reuses_source_pca_and_texture_range(full_stack, tmp_path):
 
 
 def test_select_drop_permute_by_group(full_stack):
-    table = read_layer_table(full_stack.path)
+    stack = StackFile(full_stack.path)
+    table = stack.table
     data, _, _ = _read(full_stack.path)
-    idx = select_layers(table, groups=["terrain"])
+    idx = stack.select(groups=["terrain"]).index0
     assert list(table["layer"].iloc[idx]) == [
         n for n, g in zip(table["layer"], table["group"], strict=False) if g == "terrain"
     ]
-    keep = select_layers(table, drop=["texture", "s2"])
+    keep = stack.select(drop=["texture", "s2"]).index0
     assert not set(table["group"].iloc[keep]) & {"texture", "s2"} and len(keep) == len(table) - sum(
         table["group"].isin(["texture", "s2"])
     )
     with pytest.raises(ValueError, match="not in this stack"):
-        select_layers(table, groups=["optics"])
+        stack.select(groups=["optics"])
 
-    reduced, sub = drop_groups(data, table, ["texture"])
+    rest = stack.without(["texture"])
+    reduced, sub = data[rest.index0], rest.reduced_table
     assert reduced.shape[0] == len(sub) and "texture" not in set(sub["group"])
-    np.testing.assert_array_equal(reduced, data[select_layers(table, drop=["texture"])])
+    assert list(sub["layer"]) == [n for n, g in zip(table["layer"], table["group"], strict=True) if g != "texture"]
     assert list(sub["band"]) == list(range(1, len(sub) + 1))
 
     perm = permute_group(data, table, "indices", rng=0)
-    g = select_layers(table, groups=["indices"])
+    g = stack.select(groups=["indices"]).index0
     others = np.setdiff1d(np.arange(len(table)), g)
     np.testing.assert_array_equal(perm[others], data[others])  # other groups untouched
     assert not np.array_equal(perm[g], data[g], equal_nan=True)  # the group moved
@@ -269,8 +269,8 @@ def test_bad_inputs(scene, tmp_path):
         build_stack(scene, tmp_path / "x.tif", texture_params={"size": 3}, progress=False)
     with pytest.raises(Exception, match="scene.json"):
         build_stack(tmp_path / "nowhere", tmp_path / "x.tif", progress=False)
-    with pytest.raises(Exception, match="layer table"):
-        read_layer_table(tmp_path / "none.tif")
+    with pytest.raises(StackFileError, match=r"none\.layers\.csv: layer table not found.*`cryonet features`"):
+        _ = StackFile(tmp_path / "none.tif").table
 
 
 @pytest.mark.slow
@@ -329,8 +329,7 @@ def test_cli_features(scene, tmp_path, capsys):
         ]
     )
     assert rc == 0 and "feature stack" in capsys.readouterr().out
-    table = read_layer_table(out)
-    assert list(dict.fromkeys(table["group"])) == ["s2", "indices", "pca"]
+    assert list(StackFile(out).groups) == ["s2", "indices", "pca"]
     assert (tmp_path / "cli.pca.json").is_file()
     rc = main(["features", "--scene", str(tmp_path / "missing"), "--out", str(out)])
     assert rc == 1

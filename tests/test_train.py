@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_datasets import write_twin
 
 from cryonet import train as T
 
@@ -29,8 +28,8 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory):
-    return write_twin(tmp_path_factory.mktemp("twin"), size=128, seed=0)
+def twin(tmp_path_factory, make_stack):
+    return make_stack.twin(tmp_path_factory.mktemp("twin"), size=128, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -12,25 +11,14 @@ import pytest
 import rasterio
 import torch
 from rasterio.windows import Window
-from test_datasets import TWIN_LAYERS, write_twin
 
 from cryonet import metrics, models, transfer
 from cryonet import train as T
 from cryonet.constants import CLASSES, LABEL_NODATA
-from cryonet.datasets import Normalizer, Split, Tile, invalid_pixels, scan_tiles, sidecar_path
+from cryonet.datasets import Normalizer, Split, Tile, invalid_pixels, scan_tiles
 from cryonet.inference import predict_raster
 from cryonet.raster import Grid, write_raster
 
-GROUPS = {
-    "B2": "s2",
-    "B3": "s2",
-    "B8": "s2",
-    "B11": "s2",
-    "ndsi": "indices",
-    "slope": "terrain",
-    "aspect_sin": "terrain",
-    "aspect_cos": "terrain",
-}
 #: Tiny run: U-Net with a ResNet-18 encoder, 32 px tiles, 1 epoch.
 TINY = {
     "tile_size": 32,
@@ -44,24 +32,16 @@ TINY = {
 }
 
 
-def _write_sidecar(stack: Path) -> None:
-    with open(sidecar_path(stack), "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["layer", "group", "units", "source", "band"])
-        for i, name in enumerate(TWIN_LAYERS, start=1):
-            w.writerow([name, GROUPS[name], "1", "test twin", i])
-
-
-def _shifted_copy(stack: Path, labels: Path, root: Path, shift: dict[str, float]) -> tuple[Path, Path]:
-    """A copy of a twin stack with ``shift`` added to some layers (same grid, same labels)."""
+def _shifted_copy(make_stack, stack: Path, labels: Path, root: Path, shift: dict[str, float]) -> tuple[Path, Path]:
+    """A copy of a twin stack (with its layer table) with ``shift`` added to some layers (same grid, same labels)."""
+    layers = make_stack.TWIN_LAYERS
     root.mkdir(parents=True, exist_ok=True)
     with rasterio.open(stack) as src:
         x = src.read()
     for name, delta in shift.items():
-        x[TWIN_LAYERS.index(name)] += delta
+        x[layers.index(name)] += delta
     grid = Grid.from_file(stack)
-    sp = write_raster(root / "stack.tif", x, grid, nodata=float("nan"), descriptions=TWIN_LAYERS)
-    _write_sidecar(sp)
+    sp = make_stack(root / "stack.tif", x, layers, [make_stack.TWIN_GROUPS[n] for n in layers], grid=grid)
     with rasterio.open(labels) as src:
         lab = src.read(1)
     lp = write_raster(root / "labels.tif", lab, grid, nodata=LABEL_NODATA)
@@ -69,13 +49,13 @@ def _shifted_copy(stack: Path, labels: Path, root: Path, shift: dict[str, float]
 
 
 @pytest.fixture(scope="module")
-def regions(tmp_path_factory):
-    """A source twin (seed 0) and a target twin (seed 1) whose spectral layers are shifted."""
+def regions(tmp_path_factory, make_stack):
+    """A source twin (seed 0) and a target twin (seed 1) whose spectral layers are shifted; both with layer tables."""
     root = tmp_path_factory.mktemp("regions")
-    s_stack, s_lab = write_twin(root / "source", size=128, seed=0)
-    _write_sidecar(s_stack)
-    t0_stack, t0_lab = write_twin(root / "target0", size=128, seed=1)
-    t_stack, t_lab = _shifted_copy(t0_stack, t0_lab, root / "target", {"B2": 0.25, "B3": 0.25, "B8": 0.3})
+    s_stack, s_lab = make_stack.twin(root / "source", size=128, seed=0, table=True)
+    t0_stack, t0_lab = make_stack.twin(root / "target0", size=128, seed=1)
+    shift = {"B2": 0.25, "B3": 0.25, "B8": 0.3}
+    t_stack, t_lab = _shifted_copy(make_stack, t0_stack, t0_lab, root / "target", shift)
     return (s_stack, s_lab), (t_stack, t_lab)
 
 
@@ -189,7 +169,7 @@ def test_score_prediction_excludes_window_and_matches_numpy(regions, tmp_path):
     )
 
 
-def test_shift_diagnostics_zero_for_identical_and_exact_for_a_translation(regions):
+def test_shift_diagnostics_zero_for_identical_and_exact_for_a_translation(regions, make_stack):
     (sp, _), _ = regions
     a = transfer.sample_layers(sp, sample=4000, seed=0)
     assert a.attrs["groups"]["slope"] == "terrain" and not a.isna().all(axis=1).any()
@@ -207,7 +187,7 @@ def test_shift_diagnostics_zero_for_identical_and_exact_for_a_translation(region
     assert d.loc["B8", "ks"] > 0.5
     assert np.allclose(d.drop(index="B8")[["smd", "wasserstein", "ks"]].to_numpy(), 0.0)
     # with the source normaliser the scale is its std (source-normalised units)
-    norm = Normalizer(list(TWIN_LAYERS), np.zeros(8, np.float32), np.full(8, 0.5, np.float32))
+    norm = Normalizer(list(make_stack.TWIN_LAYERS), np.zeros(8, np.float32), np.full(8, 0.5, np.float32))
     dn = transfer.shift_diagnostics(a, b, normalizer=norm).set_index("layer")
     assert dn.loc["B8", "smd"] == pytest.approx(0.6, rel=1e-5)
     g = transfer.shift_by_group(transfer.shift_diagnostics(a, b))
@@ -226,12 +206,12 @@ def test_shift_diagnostics_from_stacks_large_for_shifted_and_per_class(regions):
     assert (near["wasserstein"] < 0.15).all() and (near["smd"].abs() < 0.1).all()
 
 
-def test_check_feature_settings_refuses_other_pca_and_layers(regions, tmp_path):
+def test_check_feature_settings_refuses_other_pca_and_layers(regions, tmp_path, make_stack):
     (sp, lp), (tp, _) = regions
     assert transfer.check_feature_settings(sp, tp)["pca"] == "absent"
     a, b = tmp_path / "a", tmp_path / "b"
-    sa, _ = _shifted_copy(sp, lp, a, {})
-    sb, _ = _shifted_copy(sp, lp, b, {})
+    sa, _ = _shifted_copy(make_stack, sp, lp, a, {})
+    sb, _ = _shifted_copy(make_stack, sp, lp, b, {})
     sa.with_suffix(".pca.json").write_text(json.dumps({"components": [[1.0, 0.0]], "mean": [0.0, 0.0]}))
     sb.with_suffix(".pca.json").write_text(json.dumps({"components": [[0.0, 1.0]], "mean": [0.0, 0.0]}))
     with pytest.raises(transfer.TransferError, match="PCA transform differs.*like="):
@@ -240,9 +220,7 @@ def test_check_feature_settings_refuses_other_pca_and_layers(regions, tmp_path):
     assert transfer.check_feature_settings(sa, sb)["pca"] == "same"
     with rasterio.open(sp) as src:
         x = src.read()[:7]
-    other = write_raster(
-        tmp_path / "seven.tif", x, Grid.from_file(sp), nodata=float("nan"), descriptions=TWIN_LAYERS[:7]
-    )
+    other = make_stack(tmp_path / "seven.tif", x, make_stack.TWIN_LAYERS[:7], grid=Grid.from_file(sp))
     with pytest.raises(transfer.TransferError, match="layers"):
         transfer.check_feature_settings(sp, other)
 
@@ -270,7 +248,7 @@ def test_plots_of_the_transfer_chapter(regions):
 # with a trained source run (slow)
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_apply_source_model_uses_source_normaliser_unchanged(regions, source_run, tmp_path):
+def test_apply_source_model_uses_source_normaliser_unchanged(regions, source_run, tmp_path, make_stack):
     _, (tp, tl) = regions
     norm_file = source_run / "normalizer.json"
     before = _sha(norm_file)
@@ -295,7 +273,8 @@ def test_apply_source_model_uses_source_normaliser_unchanged(regions, source_run
     )
     tiles = scan_tiles(tp, tl, 32, 32, progress=False)
     refit = Normalizer.fit(tp, [t.window for t in tiles], seed=0, progress=False)
-    assert abs(refit.mean[TWIN_LAYERS.index("B8")] - src_norm.mean[TWIN_LAYERS.index("B8")]) > 0.2
+    b8 = make_stack.TWIN_LAYERS.index("B8")
+    assert abs(refit.mean[b8] - src_norm.mean[b8]) > 0.2
     other = predict_raster(
         tp,
         tmp_path / "refit.tif",

@@ -40,9 +40,10 @@ How it is computed (peak memory does not grow with the scene):
    ``atan2(sin, cos)``.
 
 Beside ``STACK.tif`` the build writes ``STACK.layers.csv`` (layer, group, units, source, band: the 1-based band
-index) and, when PCA is used, ``STACK.pca.json`` (the fitted transform). Transfer: build the target region's stack
-with ``like=SOURCE_STACK.tif`` (or ``pca=PCATransform.load(...)`` and ``texture_params={"vmin":..., "vmax":...}``)
-so that the source region's PCA axes and texture grey levels are applied unchanged.
+index) and, when PCA is used, ``STACK.pca.json`` (the fitted transform); :class:`cryonet.stackfile.StackFile`
+reads the three back. Transfer: build the target region's stack with ``like=SOURCE_STACK.tif`` (or
+``pca=PCATransform.load(...)`` and ``texture_params={"vmin":..., "vmax":...}``) so that the source region's PCA
+axes and texture grey levels are applied unchanged.
 
 Resuming: the output is written atomically, so a file under its final name is complete. If it exists and its
 stored build settings equal the requested ones, :func:`build_stack` returns at once (``overwrite=True`` rebuilds).
@@ -91,6 +92,7 @@ from cryonet.raster import (
     warped,
 )
 from cryonet.scene import Scene
+from cryonet.stackfile import Selection, StackFile
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +179,8 @@ class StackInfo:
 
     @property
     def table(self) -> pd.DataFrame:
-        """The layer table (as :func:`read_layer_table` returns it)."""
+        """The layer table (as :attr:`cryonet.stackfile.StackFile.table` reads it back)."""
         return layer_table(self.layers)
-
-
-def sidecar_paths(stack_path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(STACK.layers.csv, STACK.pca.json)`` beside ``STACK.tif``."""
-    p = Path(stack_path)
-    return p.with_suffix(".layers.csv"), p.with_suffix(".pca.json")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -638,8 +634,8 @@ def _settings_of(stack_path: str | os.PathLike[str]) -> tuple[PCATransform | Non
     stack_path = Path(stack_path)
     if not stack_path.is_file():
         raise StackError(f"{stack_path}: reference stack not found (like=); build the source region's stack first")
-    _, pca_path = sidecar_paths(stack_path)
-    pca = PCATransform.load(pca_path) if pca_path.is_file() else None
+    pca_path = StackFile(stack_path).pca_path
+    pca = PCATransform.load(pca_path) if pca_path is not None else None
     with rasterio.open(stack_path) as src:
         doc = json.loads(src.tags().get(_TAG + "_settings", "{}"))
     tex = doc.get("texture") or {}
@@ -671,7 +667,7 @@ def _finalise_plan(
 
 
 def _existing_is_current(out_path: Path, digest: str) -> bool:
-    layers_csv, _ = sidecar_paths(out_path)
+    layers_csv = StackFile.sidecar_paths(out_path).layers_csv
     if not (out_path.is_file() and layers_csv.is_file()):
         return False
     try:
@@ -682,7 +678,7 @@ def _existing_is_current(out_path: Path, digest: str) -> bool:
 
 
 def _write_sidecars(plan: _Plan, out_path: Path) -> tuple[Path, Path | None]:
-    layers_csv, pca_path = sidecar_paths(out_path)
+    layers_csv, pca_path = StackFile.sidecar_paths(out_path)
     with atomic_path(layers_csv) as tmp:
         layer_table(plan.layers).to_csv(tmp, index=False)
     if plan.pca is not None:
@@ -724,7 +720,7 @@ def _run_build(
         )  # fmt: skip
         doc = _settings_doc(plan, scene)
         digest = _digest(doc)
-        layers_csv, pca_path = sidecar_paths(out_path)
+        layers_csv, pca_path = StackFile.sidecar_paths(out_path)
         texture_range = (plan.texture.vmin, plan.texture.vmax) if "texture" in plan.groups else None
         if not overwrite and _existing_is_current(out_path, digest):
             logger.info("%s is up to date (same inputs and settings); kept. overwrite=True rebuilds it", out_path)
@@ -952,63 +948,8 @@ def _default_batch() -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Using a stack: layer table, selection, permutation, dropping
+# Using a stack: permutation (reading, selecting and dropping layers: cryonet.stackfile.StackFile)
 # ------------------------------------------------------------------------------------------------------------------
-def read_layer_table(stack_path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The layer table of a stack (``STACK.layers.csv``), checked against the GeoTIFF's band descriptions.
-
-    Returns:
-        DataFrame with columns ``layer, group, units, source, band`` (``band`` 1-based), one row per band.
-
-    Raises:
-        StackError: the table is missing or disagrees with the stack's bands.
-    """
-    stack_path = Path(stack_path)
-    layers_csv, _ = sidecar_paths(stack_path)
-    if not layers_csv.is_file():
-        raise StackError(
-            f"{layers_csv}: layer table not found beside {stack_path.name}. It is written by `cryonet features`; "
-            "rebuild the stack."
-        )
-    table = pd.read_csv(layers_csv, keep_default_na=False)
-    expected = ["layer", "group", "units", "source", "band"]
-    if list(table.columns) != expected:
-        raise StackError(f"{layers_csv}: expected columns {expected}, found {list(table.columns)}; rebuild the stack")
-    if stack_path.is_file():
-        with rasterio.open(stack_path) as src:
-            desc = list(src.descriptions)
-        if desc != list(table["layer"]):
-            raise StackError(
-                f"{layers_csv} lists layers {list(table['layer'])} but {stack_path.name} has bands {desc}; the two "
-                "files are from different builds. Rebuild the stack."
-            )
-    return table
-
-
-def select_layers(
-    table: pd.DataFrame, groups: Sequence[str] | None = None, drop: Sequence[str] | None = None
-) -> np.ndarray:
-    """0-based indices (into the stack's ``(bands, rows, cols)`` array) of the layers of ``groups`` minus ``drop``.
-
-    Args:
-        table: Layer table (:func:`read_layer_table`).
-        groups: Groups to keep (default all groups in the table).
-        drop: Groups to leave out.
-
-    Returns:
-        Sorted int64 array of 0-based band indices (add 1 for rasterio's band numbers).
-    """
-    known = set(table["group"])
-    for name, gs in (("groups", groups), ("drop", drop)):
-        unknown = sorted(set(gs or ()) - known)
-        if unknown:
-            raise ValueError(f"{name}: group(s) {unknown} not in this stack; it has {sorted(known)}")
-    keep = table["group"].isin(groups) if groups is not None else pd.Series(True, index=table.index)
-    if drop:
-        keep &= ~table["group"].isin(drop)
-    return table.loc[keep, "band"].to_numpy(dtype=np.int64) - 1
-
-
 def permute_group(
     array: np.ndarray, table: pd.DataFrame, group: str, rng: np.random.Generator | int | None = None
 ) -> np.ndarray:
@@ -1020,7 +961,7 @@ def permute_group(
     Args:
         array: ``(bands, rows, cols)`` stack, or ``(batch, bands, rows, cols)`` tiles (then pixels are permuted
             across the whole batch).
-        table: Layer table of the stack.
+        table: Layer table of the stack (:attr:`cryonet.stackfile.StackFile.table`).
         group: The group to permute.
         rng: Random generator or seed.
 
@@ -1028,7 +969,7 @@ def permute_group(
         A permuted copy of ``array``.
     """
     rng = np.random.default_rng(rng)
-    idx = select_layers(table, groups=[group])
+    idx = Selection.from_table(table, groups=[group]).index0
     arr = np.asarray(array)
     if arr.ndim not in (3, 4) or arr.shape[-3] != len(table):
         raise ValueError(
@@ -1046,22 +987,6 @@ def permute_group(
         shuffled = sub[:, perm].reshape(len(idx), arr.shape[0], *arr.shape[2:])
         out[:, idx] = np.moveaxis(shuffled, 0, 1)
     return out
-
-
-def drop_groups(array: np.ndarray, table: pd.DataFrame, groups: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Remove the layers of ``groups``: returns the reduced array and its layer table (bands renumbered).
-
-    Args:
-        array: ``(bands, rows, cols)`` or ``(batch, bands, rows, cols)``.
-        table: Layer table of ``array``.
-        groups: Groups to remove.
-    """
-    keep = select_layers(table, drop=list(groups))
-    arr = np.asarray(array)
-    out = arr[keep] if arr.ndim == 3 else arr[:, keep]
-    sub = table.iloc[keep].reset_index(drop=True).copy()
-    sub["band"] = np.arange(1, len(sub) + 1)
-    return out, sub
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -1110,7 +1035,7 @@ def sample_pixels(
         One row per sampled pixel: every layer, ``class`` (class name) and ``rock`` (bool, see :func:`class_table`).
     """
     stack_path, labels_path = Path(stack_path), Path(labels_path)
-    table = read_layer_table(stack_path)
+    table = StackFile(stack_path).table
     grid = Grid.from_file(stack_path)
     read_labels = _labels_reader(labels_path, grid)
     rows, cols = grid.shape
@@ -1167,7 +1092,7 @@ def class_table(
         ``<class>_n`` (number of sampled pixels with a finite value).
     """
     df = sample_pixels(stack_path, labels_path, sample=sample, seed=seed)
-    table = read_layer_table(stack_path).set_index("layer")
+    table = StackFile(stack_path).table.set_index("layer")
     return _summarise(df, table)
 
 
@@ -1247,12 +1172,9 @@ __all__ = [
     "build_stack",
     "build_stack_dask",
     "class_table",
-    "drop_groups",
     "layer_table",
     "permute_group",
-    "read_layer_table",
     "sample_pixels",
-    "select_layers",
     "separability",
     "separability_by_group",
     "stack_layers",
