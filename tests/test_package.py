@@ -141,3 +141,10 @@ def test_a_wheel_installs_and_works_outside_the_checkout(tmp_path):
     cli([exe, "-q", "synth", "--region", "poiqu", "--out", "scene", "--size", "96"])
     out = cli([exe, "-q", "features", "--scene", "scene", "--out", "stack.tif"]).stdout
     assert "44 layers" in out and (work / "stack.tif").is_file()
+
+
+def test_models_import_in_a_fresh_interpreter():
+    """``import cryonet.models`` works without the test suite's conftest having loaded the torchvision shim."""
+    code = "import cryonet.models, cryonet.inference; print(cryonet.models.MODEL_NAMES[0])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "cryonet", out.stderr[-2000:]
