@@ -54,10 +54,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+import cryonet._torch_compat  # noqa: F401  (before smp: makes torchvision importable next to CPU torch)
+
+# isort: split
 import segmentation_models_pytorch as smp
 import torch
 
-import cryonet._torch_compat  # noqa: F401  (before smp: makes torchvision importable next to CPU torch)
 from cryonet.constants import CLASSES
 
 logger = logging.getLogger(__name__)
