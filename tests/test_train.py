@@ -63,6 +63,7 @@ def test_public_names_are_those_of_the_package():
         resolve_profile,
         save_checkpoint,
         train,
+        train_or_reuse,
     )
 
     assert T.train is loop.train and T.load_model is checkpoints.load_model

@@ -59,7 +59,8 @@ The package's modules: :mod:`~cryonet.train.loop` (set-up, one epoch, validation
 :mod:`~cryonet.train.data` (split, normalisation, datasets, the seeded sampler), :mod:`~cryonet.train.optim`
 (parameter groups, schedule), :mod:`~cryonet.train.checkpoints` (checkpoint files, RNG state, :func:`load_model`),
 :mod:`~cryonet.train.distributed` (device, DDP process group), :mod:`~cryonet.train.rundir` (the run directory's
-JSON and history files) and :mod:`~cryonet.train.scoring` (:func:`evaluate`).
+JSON and history files), :mod:`~cryonet.train.scoring` (:func:`evaluate`) and :mod:`~cryonet.train.reuse`
+(:func:`train_or_reuse`: the library's one reuse rule, :mod:`cryonet.reuse`, applied to a training run).
 """
 
 from cryonet.train.checkpoints import (
@@ -72,6 +73,7 @@ from cryonet.train.checkpoints import (
 )
 from cryonet.train.distributed import resolve_device
 from cryonet.train.loop import TrainResult, resolve_profile, train
+from cryonet.train.reuse import train_or_reuse
 from cryonet.train.scoring import CI_METRICS, evaluate
 
 __all__ = [
@@ -87,4 +89,5 @@ __all__ = [
     "resolve_profile",
     "save_checkpoint",
     "train",
+    "train_or_reuse",
 ]
