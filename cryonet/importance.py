@@ -32,19 +32,20 @@ Both score with :func:`cryonet.metrics.summary` of the confusion matrix summed o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cryonet import reuse
 from cryonet.constants import CLASSES, GLACIER_CLASSES, LABEL_NODATA, LAYER_GROUPS
 from cryonet.errors import CryonetError
 
@@ -56,6 +57,11 @@ DEFAULT_METRIC: str = "overall_iou_glacier"
 ABLATION_FILE: str = "ablation.json"
 #: Name of the reduced stack in each group's folder of :func:`drop_group_ablation`: a VRT over the full stack.
 REDUCED_STACK: str = "stack.vrt"
+#: Columns of the table :func:`drop_group_ablation` returns (one row per group).
+ABLATION_COLUMNS: tuple[str, ...] = (
+    "group", "dropped_layers", "layers_left", "metric", "full_score", "score", "drop", "same_split", "epochs_run",
+    "run_dir",
+)  # fmt: skip
 
 
 class ImportanceError(CryonetError, ValueError):
@@ -530,27 +536,32 @@ def _same_split(a: Any, b: Any) -> bool:
     )
 
 
-#: Keys of an ablation row that record what its result depends on (see :func:`_ablation_inputs`).
-_INPUT_KEYS = ("full_checkpoint_sha256", "profile", "model", "stack_size", "stack_mtime_ns")
-
-
 def _ablation_inputs(checkpoint: Path, prof: Any, model: str, stack_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What a group's ablation result depends on, as plain JSON values (keys :data:`_INPUT_KEYS`).
+    """What a group's ablation row records about its inputs, as plain JSON values.
 
-    The reference checkpoint is identified by its content (sha256, read in chunks: checkpoints of the full
-    model are hundreds of MB). The full stack is identified make-style by its size and modification time
-    (nanoseconds), which is cheap and catches a rewritten stack; hashing a multi-GB stack on every call would not be.
+    The reference checkpoint by its content (sha256), the training profile and model, and the full stack by its
+    size and modification time (nanoseconds). Whether a group is reused is decided by the reuse rule
+    (:func:`_ablation_key`), not by these.
     """
-    with open(checkpoint, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
     st = Path(stack_path).stat()
     return {
-        "full_checkpoint_sha256": digest,
+        "full_checkpoint_sha256": reuse.digest(checkpoint),
         "profile": json.loads(json.dumps(prof.to_dict())),  # plain JSON types, as they read back from the file
         "model": str(model),
         "stack_size": int(st.st_size),
         "stack_mtime_ns": int(st.st_mtime_ns),
     }
+
+
+def _ablation_key(group: str, ref: _Reference, gdir: Path) -> dict[str, Any]:
+    """The reuse key (:mod:`cryonet.reuse`) of one group's folder.
+
+    Settings: the group, the training profile and the model. Inputs (by content): the reference checkpoint, the
+    full stack and the labels.
+    """
+    settings = {"group": group, "profile": ref.inputs["profile"], "model": ref.inputs["model"]}
+    files = {"full_checkpoint": ref.base / "best.pt", "stack": ref.stack, "labels": ref.labels}
+    return reuse.key(settings, files, known=gdir)
 
 
 def _reduced_path(gdir: Path) -> Path:
@@ -563,25 +574,150 @@ def _reduced_path(gdir: Path) -> Path:
     return legacy if legacy.is_file() else gdir / REDUCED_STACK
 
 
-def _stale_reason(gdir: Path, inputs: dict[str, Any], stack_path: str | os.PathLike[str]) -> str | None:
-    """Why the group folder ``gdir`` cannot be reused or resumed with ``inputs``; None when it can (or is absent)."""
+@dataclass(frozen=True)
+class _Reference:
+    """The full model of an ablation: its run, its test tiles in memory and its score on them."""
+
+    base: Path
+    stack: Path
+    labels: Path
+    model: str
+    prof: Any
+    split: Any
+    x: np.ndarray
+    y: np.ndarray
+    full_score: float
+    checkpoint: str
+    inputs: dict[str, Any]
+
+
+def _full_run(
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    out_dir: Path,
+    *,
+    base_run: str | os.PathLike[str] | None,
+    model: str,
+    profile: Any,
+    seed: int,
+    device: str,
+    progress: bool,
+    overrides: dict[str, Any],
+) -> tuple[Path, str, Any]:
+    """``(run directory, model, profile)`` of the full model: ``base_run``'s, or one trained in ``OUT/full/run``."""
+    from cryonet.train import resolve_profile, train_or_reuse
+
+    if base_run is None:
+        prof = resolve_profile(profile, seed=seed, **overrides)
+        base = out_dir / "full" / "run"
+        res, _ = train_or_reuse(
+            stack_path, labels_path, base, model=model, profile=prof, device=device, progress=progress
+        )
+        if not res.finished:
+            raise ImportanceError(f"{base}: the full model's training did not finish.")
+        return base, model, prof
+    base = Path(base_run)
+    info_path = base / "run.json"
+    if not info_path.is_file():
+        raise ImportanceError(f"{base}: not a run directory (no run.json); train the full model first.")
+    info = json.loads(info_path.read_text())
+    return base, info["model"], resolve_profile(info["profile"], **overrides)
+
+
+def _reference(
+    base: Path,
+    stack_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    table: pd.DataFrame,
+    prof: Any,
+    model: str,
+    *,
+    metric: str,
+    dev: Any,
+    progress: bool,
+) -> _Reference:
+    """The full model's test tiles (held in memory for every group) and its score on them."""
+    from cryonet.datasets import Split
+    from cryonet.train import load_model
+
+    base_split = Split.load(base / "split.json")
+    test_tiles = base_split.get("test")
+    x, y = load_tiles(stack_path, labels_path, test_tiles, progress=progress)
+    full_model, full_norm, full_meta = load_model(base, device=dev)
+    full_norm.check_layers(list(table["layer"]), str(stack_path))
+    bs = int(prof.batch_size)
+    full_score, _ = score_tiles(full_model, full_norm, x, y, metric=metric, batch_size=bs, device=dev)
+    del full_model
+    logger.info("full model %s: %s = %.4f on %d test tiles", base, metric, full_score, len(test_tiles))
+    inputs = _ablation_inputs(base / "best.pt", prof, model, stack_path)
+    return _Reference(
+        base, Path(stack_path), Path(labels_path), model, prof, base_split, x, y, full_score, full_meta["checkpoint"],
+        inputs,
+    )  # fmt: skip
+
+
+def _ablate_group(
+    group: str,
+    gdir: Path,
+    ref: _Reference,
+    table: pd.DataFrame,
+    idx: dict[str, np.ndarray],
+    *,
+    metric: str,
+    device: str,
+    dev: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """One group's row: kept when its folder is reusable (:func:`_ablation_key`), else retrained (or resumed)."""
+    from cryonet.datasets import Split
+    from cryonet.raster import atomic_path
+    from cryonet.stackfile import Selection
+    from cryonet.train import load_model, train
+
+    key = _ablation_key(group, ref, gdir)
+    state = reuse.status(gdir, key)
+    if state.startswith(reuse.STALE):
+        logger.warning("%s: %s; removed, the group is redone", gdir, state.removeprefix(f"{reuse.STALE}: "))
+        shutil.rmtree(gdir)
     done = gdir / ABLATION_FILE
-    if done.is_file():
+    if state == reuse.REUSE and done.is_file():
         row = json.loads(done.read_text())
-        changed = [k for k in _INPUT_KEYS if k not in row or row[k] != inputs[k]]
-        if changed:
-            return f"{done.name} was made with other inputs ({', '.join(changed)} differ or were not recorded)"
-    run_json = gdir / "run" / "run.json"
-    if run_json.is_file():
-        info = json.loads(run_json.read_text())
-        if info.get("profile") != inputs["profile"]:
-            return f"{run_json} was trained with another profile"
-        if info.get("model") != inputs["model"]:
-            return f"{run_json} trained model {info.get('model')!r}, not {inputs['model']!r}"
-    reduced = _reduced_path(gdir)
-    if reduced.is_file() and reduced.stat().st_mtime_ns < Path(stack_path).stat().st_mtime_ns:
-        return f"{reduced} is older than the full stack {stack_path}"
-    return None
+        if row.get("metric") == metric and row.get("full_run") == str(ref.base.resolve()):
+            logger.info("%s: finished earlier with the same inputs, kept", gdir)
+            return row
+    if state not in (reuse.REUSE, reuse.RESUME):
+        reuse.record(gdir, key, complete=False)
+    reduced = write_reduced_stack(ref.stack, _reduced_path(gdir), [group], progress=progress)
+    run_dir = gdir / "run"
+    res = train(
+        reduced, ref.labels, run_dir, model=ref.model, profile=ref.prof, resume=True, device=device, progress=progress
+    )
+    if not res.finished:
+        raise ImportanceError(f"{run_dir}: training without {group!r} did not finish.")
+    keep = Selection.from_table(table, drop=[group]).index0
+    net, norm, _ = load_model(run_dir, device=dev)
+    score, _ = score_tiles(
+        net, norm, ref.x[:, keep], ref.y, metric=metric, batch_size=int(ref.prof.batch_size), device=dev
+    )
+    row = {
+        "group": group,
+        "dropped_layers": list(table["layer"].iloc[idx[group]]),
+        "layers_left": int(len(keep)),
+        "metric": metric,
+        "full_score": ref.full_score,
+        "score": score,
+        "drop": ref.full_score - score,
+        "same_split": _same_split(Split.load(run_dir / "split.json"), ref.split),
+        "epochs_run": int(res.epochs_run),
+        "run_dir": str(run_dir),
+        "full_run": str(ref.base.resolve()),
+        **ref.inputs,
+    }
+    with atomic_path(done) as tmp:
+        tmp.write_text(json.dumps(row, indent=1, default=float))
+    reuse.record(gdir, key)
+    logger.info("without %s: %s = %.4f (full %.4f)", group, metric, score, ref.full_score)
+    return row
 
 
 def drop_group_ablation(
@@ -607,13 +743,14 @@ def drop_group_ablation(
     full model, scored on the full model's test tiles and pixels (the nodata pixels of the full stack are left out
     for every model, so all scores count the same pixels), and ``OUT/<group>/ablation.json``.
 
-    Reuse. Each ``ablation.json`` records what its result depends on: the reference checkpoint (sha256 of the
-    full model's ``best.pt``), the training profile and model of the retrained run, and the full stack (its size
-    and modification time). A group whose recorded inputs all equal the current ones is kept without retraining,
-    and an interrupted training with the same inputs resumes from its ``last.pt``. A group folder that is stale
-    (a recorded input differs or is missing, e.g. a file written before these were recorded; its ``run/run.json``
-    has another profile or model; or its reduced stack is older than the full stack) is removed with a warning and
-    redone. A group folder of an earlier version, with a ``stack.tif`` copy instead of the VRT, keeps its copy.
+    Reuse. Each group folder goes through the library's one reuse rule (:mod:`cryonet.reuse`, record
+    ``OUT/<group>.reuse.json``): its key is the group, the training profile and model of the retrained run, and the
+    contents (sha256) of the reference checkpoint (the full model's ``best.pt``), the full stack and the labels. A
+    finished group with the same key is kept without retraining, and an interrupted one resumes from its
+    ``last.pt``; a stack touched without a change of content changes nothing. A group folder with another key or
+    without a record is removed with a warning naming what changed, and redone. The full model of ``OUT/full/run``
+    (when ``base_run`` is None) is trained through :func:`cryonet.train.train_or_reuse`, the same rule. A group
+    folder of an earlier version, with a ``stack.tif`` copy instead of the VRT, keeps its copy.
 
     The split. :func:`cryonet.train.train` takes no split; it makes one from the stack with the profile's seed.
     :func:`cryonet.datasets.make_split` depends only on the tiles, the grid and the seed, but the tiles
@@ -646,9 +783,8 @@ def drop_group_ablation(
         Each group's ``ablation.json`` holds these plus ``full_run`` and the recorded inputs
         (``full_checkpoint_sha256``, ``profile``, ``model``, ``stack_size``, ``stack_mtime_ns``).
     """
-    from cryonet.datasets import Split
     from cryonet.stackfile import StackFile
-    from cryonet.train import load_model, resolve_device, resolve_profile, train
+    from cryonet.train import resolve_device
 
     _check_metric(metric)
     out_dir = Path(out_dir)
@@ -656,94 +792,17 @@ def drop_group_ablation(
     table = stack.table
     idx = group_layers(table, groups)
     dev = resolve_device(device)
-
-    if base_run is None:
-        prof = resolve_profile(profile, seed=seed, **overrides)
-        base = out_dir / "full" / "run"
-        res = train(
-            stack_path, labels_path, base, model=model, profile=prof, resume=True, device=device, progress=progress
-        )
-        if not res.finished:
-            raise ImportanceError(f"{base}: the full model's training did not finish.")
-    else:
-        base = Path(base_run)
-        info_path = base / "run.json"
-        if not info_path.is_file():
-            raise ImportanceError(f"{base}: not a run directory (no run.json); train the full model first.")
-        info = json.loads(info_path.read_text())
-        model = info["model"]
-        prof = resolve_profile(info["profile"], **overrides)
-    base_split = Split.load(base / "split.json")
-    test_tiles = base_split.get("test")
-    x, y = load_tiles(stack_path, labels_path, test_tiles, progress=progress)
-    full_model, full_norm, full_meta = load_model(base, device=dev)
-    full_norm.check_layers(list(table["layer"]), str(stack_path))
-    bs = int(prof.batch_size)
-    full_score, _ = score_tiles(full_model, full_norm, x, y, metric=metric, batch_size=bs, device=dev)
-    del full_model
-    logger.info("full model %s: %s = %.4f on %d test tiles", base, metric, full_score, len(test_tiles))
-
-    inputs = _ablation_inputs(base / "best.pt", prof, model, stack_path)
-    rows = []
-    for group in idx:
-        gdir = out_dir / group
-        done = gdir / ABLATION_FILE
-        reason = _stale_reason(gdir, inputs, stack_path)
-        if reason is not None:
-            logger.warning("%s: %s; removed, the group is redone", gdir, reason)
-            shutil.rmtree(gdir)
-        if done.is_file():
-            row = json.loads(done.read_text())
-            if row.get("metric") == metric and row.get("full_run") == str(base.resolve()):
-                logger.info("%s: finished earlier with the same inputs, kept", gdir)
-                rows.append(row)
-                continue
-        reduced = write_reduced_stack(stack_path, _reduced_path(gdir), [group], progress=progress)
-        run_dir = gdir / "run"
-        res = train(
-            reduced, labels_path, run_dir, model=model, profile=prof, resume=True, device=device, progress=progress
-        )
-        if not res.finished:
-            raise ImportanceError(f"{run_dir}: training without {group!r} did not finish.")
-        keep = stack.without([group]).index0
-        net, norm, _ = load_model(run_dir, device=dev)
-        score, _ = score_tiles(net, norm, x[:, keep], y, metric=metric, batch_size=bs, device=dev)
-        row = {
-            "group": group,
-            "dropped_layers": list(table["layer"].iloc[idx[group]]),
-            "layers_left": int(len(keep)),
-            "metric": metric,
-            "full_score": full_score,
-            "score": score,
-            "drop": full_score - score,
-            "same_split": _same_split(Split.load(run_dir / "split.json"), base_split),
-            "epochs_run": int(res.epochs_run),
-            "run_dir": str(run_dir),
-            "full_run": str(base.resolve()),
-            **inputs,
-        }
-        from cryonet.raster import atomic_path
-
-        with atomic_path(done) as tmp:
-            tmp.write_text(json.dumps(row, indent=1, default=float))
-        logger.info("without %s: %s = %.4f (full %.4f)", group, metric, score, full_score)
-        rows.append(row)
-    df = pd.DataFrame(
-        rows,
-        columns=[
-            "group",
-            "dropped_layers",
-            "layers_left",
-            "metric",
-            "full_score",
-            "score",
-            "drop",
-            "same_split",
-            "epochs_run",
-            "run_dir",
-        ],
-    )
+    base, model, prof = _full_run(
+        stack_path, labels_path, out_dir, base_run=base_run, model=model, profile=profile, seed=seed, device=device,
+        progress=progress, overrides=overrides,
+    )  # fmt: skip
+    ref = _reference(base, stack_path, labels_path, table, prof, model, metric=metric, dev=dev, progress=progress)
+    rows = [
+        _ablate_group(group, out_dir / group, ref, table, idx, metric=metric, device=device, dev=dev, progress=progress)
+        for group in idx
+    ]
+    df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
     df.attrs.update(
-        full_score=full_score, metric=metric, base_run=str(base), model=model, full_checkpoint=full_meta["checkpoint"]
+        full_score=ref.full_score, metric=metric, base_run=str(base), model=model, full_checkpoint=ref.checkpoint
     )
     return df

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from rasterio.windows import Window
 
-from cryonet import metrics
+from cryonet import metrics, reuse
 from cryonet.constants import CLASSES, LABEL_NODATA
 from cryonet.datasets import (
     DatasetError,
@@ -743,26 +743,263 @@ def _finetune_profile(source_profile: dict[str, Any], *, epochs: int, seed: int,
     )
 
 
-def _reusable(out: Path, wanted_profile: dict[str, Any], init: Path, split: Split, inputs: Sequence[Path]) -> bool:
-    """A fine-tuning run in ``out`` was made with these settings, this block and this source, after its inputs."""
-    from cryonet.train import CheckpointError, load_checkpoint
+def _fewshot_counts(prof: Any, n_tiles: int | None, epochs: int | None) -> tuple[int, int]:
+    """``(n_tiles, epochs)``: the given ones, else the profile's (largest ``fewshot_tiles``, ``finetune_epochs``)."""
+    if n_tiles is None:
+        choices = [n for n in prof.fewshot_tiles if n > 0]
+        if not choices:
+            raise ValueError(
+                f"profile {prof.name!r} has no positive fewshot_tiles ({prof.fewshot_tiles}); pass n_tiles"
+            )
+        n_tiles = max(choices)
+    epochs = int(prof.finetune_epochs if epochs is None else epochs)
+    if epochs < 1:
+        raise ValueError(f"fine-tuning needs at least 1 epoch, got {epochs}")
+    return int(n_tiles), epochs
 
-    last = out / "last.pt"
-    if not (last.is_file() and (out / "split.json").is_file()):
-        return False
-    try:
-        ckpt = load_checkpoint(last)
-        stored = Split.load(out / "split.json")
-    except (CheckpointError, DatasetError):
-        return False
-    same_tiles = [t.to_dict() for t in stored.get("train")] == [t.to_dict() for t in split.get("train")]
-    newest = max(p.stat().st_mtime for p in inputs)
-    return (
-        ckpt.get("profile") == wanted_profile
-        and ckpt.get("init_checkpoint") == str(init)
-        and same_tiles
-        and last.stat().st_mtime >= newest
+
+def _fewshot_split(
+    target_stack: Path, target_labels: Path, ft_prof: Any, n_tiles: int, *, seed: int, progress: bool
+) -> tuple[FewshotBlock, Split]:
+    """The labelled block (:func:`choose_fewshot_block`) and the split that trains and validates on its tiles."""
+    tile, stride = int(ft_prof.tile_size), int(ft_prof.tile_stride)
+    grid = check_pair(target_stack, target_labels)
+    buffer_px = int(math.ceil(float(ft_prof.split.buffer_m) / min(grid.res)))
+    tiles = scan_tiles(target_stack, target_labels, tile, stride, progress=progress)
+    block = choose_fewshot_block(tiles, grid.shape, int(n_tiles), stride=stride, buffer_px=buffer_px)
+    missing = [c for c in CLASSES if c not in block.block_classes]
+    if missing:
+        logger.warning(
+            "fine-tuning block holds no %s pixels (no block of %d tiles holds every class)", missing, n_tiles
+        )
+    split = Split(
+        tiles={"train": list(block.tiles), "val": list(block.tiles), "test": []},
+        blocks={},
+        params={
+            "kind": "fewshot block",
+            "n_tiles": int(n_tiles),
+            "tile_size": tile,
+            "stride": stride,
+            "buffer_px": buffer_px,
+            "block": block.to_dict(),
+            "stack": target_stack.name,
+            "labels": target_labels.name,
+            "seed": int(seed),
+        },
+        crs_wkt=grid.crs.to_wkt(),
+        transform=tuple(grid.transform)[:6],
+        shape=grid.shape,
     )
+    return block, split
+
+
+def _finetune(
+    out: Path,
+    model: str,
+    ft_prof: Any,
+    src_ckpt: Path,
+    split: Split,
+    target: tuple[Path, Path],
+    *,
+    device: str,
+    progress: bool,
+    retrain: bool,
+) -> str:
+    """Fine-tune into ``out``, or reuse / resume a run of the same key; ``"trained"``, ``"reused"`` or ``"resumed"``.
+
+    The key (:mod:`cryonet.reuse`): model, fine-tuning profile and block tiles; contents of the source
+    checkpoint, the target stack and the target labels.
+    """
+    from cryonet.train import train
+
+    stack, labels = target
+    wanted = json.loads(json.dumps(ft_prof.to_dict()))
+    settings = {"model": model, "profile": wanted, "tiles": [t.to_dict() for t in split.get("train")]}
+    key = reuse.key(settings, {"init_checkpoint": src_ckpt, "stack": stack, "labels": labels}, known=out)
+    state = reuse.ABSENT if retrain else reuse.status(out, key)
+    if state in (reuse.REUSE, reuse.RESUME):
+        status = "reused" if state == reuse.REUSE else "resumed"
+        res = train(stack, labels, out, model=model, profile=wanted, resume=True, device=device, progress=progress)
+    else:
+        if state != reuse.ABSENT:
+            logger.info("%s: %s; fine-tuned afresh", out, state.removeprefix(f"{reuse.STALE}: "))
+        status = "trained"
+        for name in ("last.pt", "best.pt", "history.csv", "history.json", "prediction.tif"):
+            (out / name).unlink(missing_ok=True)  # a fresh run must not inherit an older run's files
+        reuse.record(out, key, complete=False)
+        res = train(
+            stack,
+            labels,
+            out,
+            model=model,
+            profile=ft_prof,
+            device=device,
+            progress=progress,
+            init_checkpoint=src_ckpt,
+            normalizer=src_ckpt,
+            tile_split=split,
+        )
+    reuse.record(out, key, complete=res.finished)
+    return status
+
+
+def _finetuned_prediction(out: Path, target_stack: Path, *, batch_size: int, device: str, progress: bool) -> Path:
+    """``out/prediction.tif`` of the last checkpoint, reused while its key (checkpoint, stack, batch size) holds."""
+    from cryonet.inference import predict_checkpoint
+
+    pred_path = out / "prediction.tif"
+    settings = {"batch_size": int(batch_size), "cog": True}
+    key = reuse.key(settings, {"checkpoint": out / "last.pt", "stack": target_stack}, known=pred_path)
+    if reuse.status(pred_path, key) == reuse.REUSE:
+        logger.info("%s: reusing the prediction of the finished fine-tuning run", pred_path)
+        return pred_path
+    pred_path = predict_checkpoint(
+        out / "last.pt",
+        target_stack,
+        pred_path,
+        device=device,
+        cog=True,
+        progress=progress,
+        batch_size=int(batch_size),
+    ).labels
+    reuse.record(pred_path, key)
+    return pred_path
+
+
+def _score_pair(
+    finetuned: Path,
+    transferred: Path,
+    target: tuple[Path, Path],
+    block: FewshotBlock,
+    *,
+    eval_tile: int,
+    n_boot: int,
+    alpha: float,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any], tuple[float, float, float]]:
+    """Both predictions scored on the same pixels outside the block's exclusion window, and the paired gain."""
+    target_stack, target_labels = target
+    kw = {
+        "tile_size": eval_tile,
+        "exclude": block.exclusion,
+        "n_boot": n_boot,
+        "alpha": alpha,
+        "seed": int(seed),
+        "progress": progress,
+    }
+    fin = score_prediction(finetuned, target_stack, target_labels, **kw)
+    tra = score_prediction(transferred, target_stack, target_labels, **kw)
+    assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
+    gain = metrics.paired_difference(
+        fin["cm_tiles"],
+        tra["cm_tiles"],
+        lambda m: metrics.summary(m)["miou_glacier"],
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=int(seed),
+    )
+    return fin, tra, gain
+
+
+def _source_test_score(run: Path) -> float | None:
+    """The source run's test mean glacier IoU from its ``metrics_test.json`` (None when it was not evaluated)."""
+    if (run / "metrics_test.json").is_file():
+        return json.loads((run / "metrics_test.json").read_text())["summary"].get("miou_glacier")
+    return None
+
+
+@dataclass(frozen=True)
+class _Fewshot:
+    """A fine-tuning run of :func:`fewshot_finetune` and the two predictions to score."""
+
+    out: Path
+    run: Path
+    n_tiles: int
+    epochs: int
+    ft_prof: Any
+    target: tuple[Path, Path]
+    block: FewshotBlock
+    status: str
+    prediction: Path
+    transferred: Path
+
+
+def _fewshot_run(
+    source_run: str | os.PathLike[str],
+    target: tuple[Path, Path],
+    out: Path,
+    *,
+    n_tiles: int | None,
+    epochs: int | None,
+    profile: Any,
+    seed: int,
+    device: str,
+    progress: bool,
+    lr_factor: float,
+    transferred_prediction: str | os.PathLike[str] | None,
+    retrain: bool,
+) -> _Fewshot:
+    """Choose the block, fine-tune (or reuse / resume), predict the target with the fine-tuned and source models."""
+    from cryonet.inference import predict_checkpoint
+    from cryonet.train import checkpoint_path, resolve_profile
+
+    run = _run_dir(source_run)
+    src_ckpt = checkpoint_path(source_run)
+    info = _run_info(run)
+    n_tiles, epochs = _fewshot_counts(resolve_profile(profile), n_tiles, epochs)
+    ft_prof = _finetune_profile(info["profile"], epochs=epochs, seed=seed, lr_factor=lr_factor)
+    block, split = _fewshot_split(*target, ft_prof, n_tiles, seed=seed, progress=progress)
+    status = _finetune(
+        out, info["model"], ft_prof, src_ckpt, split, target, device=device, progress=progress, retrain=retrain
+    )
+    bs = int(ft_prof.batch_size)
+    pred_path = _finetuned_prediction(out, target[0], batch_size=bs, device=device, progress=progress)
+    if transferred_prediction is None:
+        transferred_prediction = predict_checkpoint(
+            src_ckpt,
+            target[0],
+            out / "prediction_source.tif",
+            device=device,
+            cog=True,
+            progress=progress,
+            batch_size=bs,
+        ).labels
+    return _Fewshot(out, run, n_tiles, epochs, ft_prof, target, block, status, pred_path, Path(transferred_prediction))
+
+
+def _fewshot_result(
+    fs: _Fewshot, *, eval_tile: int | None, n_boot: int, alpha: float, seed: int, progress: bool
+) -> dict[str, Any]:
+    """The result of :func:`fewshot_finetune` (without ``seconds`` and ``file``): scores, gain, recovered share."""
+    etile = int(eval_tile or fs.ft_prof.tile_size)
+    fin, tra, gain = _score_pair(
+        fs.prediction, fs.transferred, fs.target, fs.block, eval_tile=etile, n_boot=n_boot, alpha=alpha, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    src_test = _source_test_score(fs.run)
+    rec = (
+        recovered_fraction(src_test, tra["summary"]["miou_glacier"], fin["summary"]["miou_glacier"])
+        if src_test is not None
+        else float("nan")
+    )
+    return {
+        "block": fs.block.to_dict(),
+        "status": fs.status,
+        "n_tiles": int(fs.n_tiles),
+        "epochs": fs.epochs,
+        "lr": fs.ft_prof.lr,
+        "source_run": str(fs.run),
+        "checkpoint": str(fs.out / "last.pt"),
+        "prediction": fs.prediction,
+        "transferred_prediction": fs.transferred,
+        "finetuned": fin,
+        "transferred": tra,
+        "gain": {"estimate": gain[0], "low": gain[1], "high": gain[2], "metric": "miou_glacier"},
+        "source_test": src_test,
+        "recovered": rec,
+        "min_drop": MIN_DROP,
+    }
 
 
 def fewshot_finetune(
@@ -792,9 +1029,10 @@ def fewshot_finetune(
     statistics, ``tile_split`` = the block's tiles as ``train`` and ``val``; the source profile with ``epochs``,
     ``lr x lr_factor``, no early stopping, no tile cap, ``seed``); predict the target with the **last** epoch's
     weights; score that prediction and the transferred one on the same pixels: everything outside the block's
-    exclusion window (:func:`score_prediction`). A run already in ``out_dir`` with the same settings, block and
-    source, newer than its inputs, is reused (resumed if interrupted; its prediction too, when newer than its
-    checkpoint) unless ``retrain``.
+    exclusion window (:func:`score_prediction`). Through the library's one reuse rule (:mod:`cryonet.reuse`),
+    a run already in ``out_dir`` with the same key (model, fine-tuning profile, block tiles; contents of the source
+    checkpoint, the target stack and labels) is reused, or resumed if it was interrupted, unless ``retrain``; so is
+    its prediction while the last checkpoint and the stack are unchanged.
 
     Args:
         source_run: Source training run (directory) or checkpoint.
@@ -824,167 +1062,25 @@ def fewshot_finetune(
         ``metrics_test.json``, or None), ``recovered`` (:func:`recovered_fraction`, NaN when undefined),
         ``prediction`` and ``seconds``.
     """
-    from cryonet.inference import predict_checkpoint
-    from cryonet.train import checkpoint_path, resolve_profile, train
-
     t0 = time.perf_counter()
-    run = _run_dir(source_run)
-    src_ckpt = checkpoint_path(source_run)
-    info = _run_info(run)
-    prof = resolve_profile(profile)
-    if n_tiles is None:
-        choices = [n for n in prof.fewshot_tiles if n > 0]
-        if not choices:
-            raise ValueError(
-                f"profile {prof.name!r} has no positive fewshot_tiles ({prof.fewshot_tiles}); pass n_tiles"
-            )
-        n_tiles = max(choices)
-    epochs = int(prof.finetune_epochs if epochs is None else epochs)
-    if epochs < 1:
-        raise ValueError(f"fine-tuning needs at least 1 epoch, got {epochs}")
-    target_stack, target_labels, out = Path(target_stack), Path(target_labels), Path(out_dir)
-    src_prof = info["profile"]
-    ft_prof = _finetune_profile(src_prof, epochs=epochs, seed=seed, lr_factor=lr_factor)
-    tile, stride = int(ft_prof.tile_size), int(ft_prof.tile_stride)
-    grid = check_pair(target_stack, target_labels)
-    buffer_px = int(math.ceil(float(ft_prof.split.buffer_m) / min(grid.res)))
-    tiles = scan_tiles(target_stack, target_labels, tile, stride, progress=progress)
-    block = choose_fewshot_block(tiles, grid.shape, int(n_tiles), stride=stride, buffer_px=buffer_px)
-    missing = [c for c in CLASSES if c not in block.block_classes]
-    if missing:
-        logger.warning(
-            "fine-tuning block holds no %s pixels (no block of %d tiles holds every class)", missing, n_tiles
-        )
-    split = Split(
-        tiles={"train": list(block.tiles), "val": list(block.tiles), "test": []},
-        blocks={},
-        params={
-            "kind": "fewshot block",
-            "n_tiles": int(n_tiles),
-            "tile_size": tile,
-            "stride": stride,
-            "buffer_px": buffer_px,
-            "block": block.to_dict(),
-            "stack": target_stack.name,
-            "labels": target_labels.name,
-            "seed": int(seed),
-        },
-        crs_wkt=grid.crs.to_wkt(),
-        transform=tuple(grid.transform)[:6],
-        shape=grid.shape,
-    )
-    wanted = json.loads(json.dumps(ft_prof.to_dict()))
-    status = "trained"
-    if not retrain and _reusable(out, wanted, src_ckpt, split, [target_stack, target_labels, src_ckpt]):
-        from cryonet.train import load_checkpoint
-
-        status = "reused" if load_checkpoint(out / "last.pt").get("finished") else "resumed"
-    if status == "trained":
-        for name in ("last.pt", "best.pt", "history.csv", "history.json", "prediction.tif"):
-            (out / name).unlink(missing_ok=True)  # a fresh run must not inherit an older run's files
-        train(
-            target_stack,
-            target_labels,
-            out,
-            model=info["model"],
-            profile=ft_prof,
-            device=device,
-            progress=progress,
-            init_checkpoint=src_ckpt,
-            normalizer=src_ckpt,
-            tile_split=split,
-        )
-    else:
-        train(
-            target_stack,
-            target_labels,
-            out,
-            model=info["model"],
-            profile=wanted,
-            resume=True,
-            device=device,
-            progress=progress,
-        )
-    pred_path = out / "prediction.tif"
-    if status == "reused" and pred_path.is_file() and pred_path.stat().st_mtime >= (out / "last.pt").stat().st_mtime:
-        logger.info("%s: reusing the prediction of the finished fine-tuning run", pred_path)
-    else:
-        pred_path = predict_checkpoint(
-            out / "last.pt",
-            target_stack,
-            pred_path,
-            device=device,
-            cog=True,
-            progress=progress,
-            batch_size=int(ft_prof.batch_size),
-        ).labels
-    if transferred_prediction is None:
-        transferred_prediction = predict_checkpoint(
-            src_ckpt,
-            target_stack,
-            out / "prediction_source.tif",
-            device=device,
-            cog=True,
-            progress=progress,
-            batch_size=int(ft_prof.batch_size),
-        ).labels
-    etile = int(eval_tile or tile)
-    kw = {
-        "tile_size": etile,
-        "exclude": block.exclusion,
-        "n_boot": n_boot,
-        "alpha": alpha,
-        "seed": int(seed),
-        "progress": progress,
-    }
-    fin = score_prediction(pred_path, target_stack, target_labels, **kw)
-    tra = score_prediction(transferred_prediction, target_stack, target_labels, **kw)
-    assert fin["tiles"] == tra["tiles"]  # same evaluation pixels for both
-    gain = metrics.paired_difference(
-        fin["cm_tiles"],
-        tra["cm_tiles"],
-        lambda m: metrics.summary(m)["miou_glacier"],
-        n_boot=n_boot,
-        alpha=alpha,
-        seed=int(seed),
-    )
-    src_test = None
-    if (run / "metrics_test.json").is_file():
-        src_test = json.loads((run / "metrics_test.json").read_text())["summary"].get("miou_glacier")
-    rec = (
-        recovered_fraction(src_test, tra["summary"]["miou_glacier"], fin["summary"]["miou_glacier"])
-        if src_test is not None
-        else float("nan")
-    )
-    result = {
-        "block": block.to_dict(),
-        "status": status,
-        "n_tiles": int(n_tiles),
-        "epochs": epochs,
-        "lr": ft_prof.lr,
-        "source_run": str(run),
-        "checkpoint": str(out / "last.pt"),
-        "prediction": pred_path,
-        "transferred_prediction": Path(transferred_prediction),
-        "finetuned": fin,
-        "transferred": tra,
-        "gain": {"estimate": gain[0], "low": gain[1], "high": gain[2], "metric": "miou_glacier"},
-        "source_test": src_test,
-        "recovered": rec,
-        "min_drop": MIN_DROP,
-        "seconds": time.perf_counter() - t0,
-    }
+    fs = _fewshot_run(
+        source_run, (Path(target_stack), Path(target_labels)), Path(out_dir), n_tiles=n_tiles, epochs=epochs,
+        profile=profile, seed=seed, device=device, progress=progress, lr_factor=lr_factor,
+        transferred_prediction=transferred_prediction, retrain=retrain,
+    )  # fmt: skip
+    result = _fewshot_result(fs, eval_tile=eval_tile, n_boot=n_boot, alpha=alpha, seed=seed, progress=progress)
+    result["seconds"] = time.perf_counter() - t0
     record = {
         **{k: v for k, v in result.items() if k not in ("finetuned", "transferred")},
-        "finetuned": _metrics_record(fin),
-        "transferred": _metrics_record(tra),
+        "finetuned": _metrics_record(result["finetuned"]),
+        "transferred": _metrics_record(result["transferred"]),
     }
-    result["file"] = _write_json(out / "metrics_fewshot.json", record)
+    result["file"] = _write_json(fs.out / "metrics_fewshot.json", record)
     logger.info(
         "few-shot %d tiles: mIoU(glacier) %.4f -> %.4f (recovered %.2f)",
-        n_tiles,
-        tra["summary"]["miou_glacier"],
-        fin["summary"]["miou_glacier"],
-        rec,
+        fs.n_tiles,
+        result["transferred"]["summary"]["miou_glacier"],
+        result["finetuned"]["summary"]["miou_glacier"],
+        result["recovered"],
     )
-    return out, result
+    return fs.out, result

@@ -195,8 +195,9 @@ def test_result_keeps_its_keys_and_is_the_one_scorer():
 
 
 @pytest.mark.slow
-def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path, make_stack):
-    """A reused run; its evaluate() result goes where the pixel baseline's goes (one scorer for a CNN run)."""
+def test_a_reused_run_and_evaluate_feed_the_comparison(tmp_path, make_stack):
+    """A reused run (cryonet.train.train_or_reuse); its evaluate() result goes where the pixel baseline's goes (one
+    scorer for a CNN run)."""
     import json
 
     from cryonet import train as T
@@ -212,13 +213,14 @@ def test_train_or_reuse_and_evaluate_feed_the_comparison(tmp_path, make_stack):
         max_train_tiles=None,
         split={"block_size_m": 640.0, "buffer_m": 0.0},
     )
-    first, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
+    first, status = T.train_or_reuse(sp, lp, run, model="unet", profile=prof)
     assert status == "trained" and first.finished
     stamp = (run / "last.pt").stat().st_mtime_ns
-    again, status = B.train_or_reuse(sp, lp, run, model="unet", profile=prof)
+    again, status = T.train_or_reuse(sp, lp, run, model="unet", profile=prof)
     assert status == "reused" and (run / "last.pt").stat().st_mtime_ns == stamp
     assert again.best_score == first.best_score
     assert not hasattr(B, "score_run") and not hasattr(B, "model_predictor")  # evaluate is the one CNN scorer
+    assert not hasattr(B, "train_or_reuse")  # a training run's reuse: cryonet.train.train_or_reuse
 
     ev = T.evaluate(run, "test", n_boot=50, progress=False)
     saved = json.loads((run / "metrics_test.json").read_text())

@@ -12,10 +12,6 @@ import cryonet
 from cryonet import cli
 from cryonet.errors import CryonetError
 
-#: Errors that still have to be rebased, by class name (their module is being restructured elsewhere). The xfail
-#: below is strict: once one of them derives from CryonetError, the test fails until it is removed from here.
-PENDING = {"CheckpointError"}
-
 
 def _library_exceptions() -> dict[str, type[BaseException]]:
     """``module.Class`` -> class, for every exception class defined (not imported) in a cryonet module.
@@ -44,20 +40,14 @@ EXCEPTIONS = _library_exceptions()
 def test_the_walk_finds_the_library_errors():
     names = {qual.rsplit(".", 1)[1] for qual in EXCEPTIONS}
     assert {"RasterError", "SceneError", "VectorError", "DatasetError", "StackError", "FetchError"} <= names
-    assert PENDING <= names
+    assert "CheckpointError" in names
 
 
-@pytest.mark.parametrize("qualname", sorted(q for q in EXCEPTIONS if q.rsplit(".", 1)[1] not in PENDING))
+@pytest.mark.parametrize("qualname", sorted(EXCEPTIONS))
 def test_every_library_error_is_a_cryonet_error(qualname):
     cls = EXCEPTIONS[qualname]
     assert issubclass(cls, CryonetError), f"{qualname} does not derive from cryonet.errors.CryonetError"
     assert cls.__doc__, f"{qualname} has no docstring saying when it is raised"
-
-
-@pytest.mark.xfail(strict=True, reason="CheckpointError is rebased on CryonetError with the cryonet.train package")
-@pytest.mark.parametrize("qualname", sorted(q for q in EXCEPTIONS if q.rsplit(".", 1)[1] in PENDING))
-def test_pending_errors_are_cryonet_errors(qualname):
-    assert issubclass(EXCEPTIONS[qualname], CryonetError)
 
 
 @pytest.mark.parametrize(

@@ -302,7 +302,8 @@ def test_drop_group_ablation_retrains_and_resumes(tmp_path, monkeypatch, make_st
 
 @pytest.mark.slow
 def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path, caplog, make_stack, make_run):
-    """A group's result is reused only while the reference checkpoint, the profile and the full stack are unchanged.
+    """A group's result is reused only while the reference checkpoint, the profile and the full stack's content are
+    unchanged (the one reuse rule, cryonet.reuse).
 
     Each check puts a file the library never writes into the group's folder: it survives only if the folder was
     kept, and the run's ``last.pt`` keeps its modification time only if nothing was retrained.
@@ -365,7 +366,7 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
         _, row_b = ablate()
     assert not (gdir / "marker").exists()
     assert row_b["full_checkpoint_sha256"] == sha(ref / "best.pt")
-    assert any(str(gdir) in r.getMessage() and "full_checkpoint_sha256" in r.getMessage() for r in caplog.records)
+    assert any(str(gdir) in r.getMessage() and "full_checkpoint (content of" in r.getMessage() for r in caplog.records)
 
     # (c) another profile: ablation.json records it ...
     mark()
@@ -380,19 +381,30 @@ def test_drop_group_ablation_redoes_a_stale_group_and_keeps_a_valid_one(tmp_path
     assert row_c2["epochs_run"] == 1
     assert json.loads((gdir / "run" / "run.json").read_text())["profile"]["epochs"] == 1
 
-    # (d) the full stack is rewritten (newer mtime): the recorded stack identity differs ...
+    # (d) the full stack touched, its content unchanged: kept, also when the group was interrupted (resumed)
     st = sp.stat()
     os.utime(sp, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     t = mark()
     _, row_d = ablate()
-    assert not (gdir / "marker").exists() and last.stat().st_mtime_ns != t
-    assert row_d["stack_mtime_ns"] == sp.stat().st_mtime_ns
-    # ... and an interrupted group whose reduced stack is older than the full stack is redone as well
+    assert (gdir / "marker").is_file() and last.stat().st_mtime_ns == t and row_d == row_c2
     (gdir / I.ABLATION_FILE).unlink()
-    os.utime(sp, ns=(st.st_atime_ns, (gdir / I.REDUCED_STACK).stat().st_mtime_ns + 10**9))
+    _, row_d2 = ablate()
+    assert (gdir / "marker").is_file() and last.stat().st_mtime_ns == t and row_d2["score"] == row_c2["score"]
+
+    # (e) the full stack's content changes, its modification time put back: redone
+    import rasterio
+
+    st = sp.stat()
+    with rasterio.open(sp, "r+") as dst:
+        dst.update_tags(note="rewritten")
+    os.utime(sp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sha(sp) != json.loads(Path(str(gdir) + ".reuse.json").read_text())["inputs"]["stack"]["sha256"]
     t = mark()
-    ablate()
+    with caplog.at_level(logging.WARNING, logger="cryonet.importance"):
+        _, row_e = ablate()
     assert not (gdir / "marker").exists() and last.stat().st_mtime_ns != t
+    assert any("stack (content of" in r.getMessage() for r in caplog.records)
+    assert row_e["stack_mtime_ns"] == sp.stat().st_mtime_ns == st.st_mtime_ns
 
 
 def test_plot_importance(tiny):

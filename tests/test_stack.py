@@ -169,12 +169,37 @@ def test_blockwise_equals_single_block(full_stack, scene, tmp_path):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_resume_skips_up_to_date_stack(full_stack, scene, tmp_path):
+def test_resume_skips_up_to_date_stack(tmp_path, caplog):
+    """The stack goes through the one reuse rule: same settings and input contents -> kept, else rebuilt."""
+    import logging
+    import os
+
+    scene = make_scene(tmp_path / "poiqu")  # its own scene: an input is rewritten below
     out = tmp_path / "s.tif"
     first = build_stack(scene, out, groups=("s2", "indices"), block=32, progress=False)
+    assert (tmp_path / "s.tif.reuse.json").is_file()
     mtime = out.stat().st_mtime_ns
+    with rasterio.open(out) as src:
+        b2_before = src.read(1)
     again = build_stack(scene, out, groups=("s2", "indices"), block=32, progress=False)
     assert not first.skipped and again.skipped and out.stat().st_mtime_ns == mtime
+    # an input touched, its content unchanged: still up to date
+    b2 = scene.s2["B2"]
+    st = b2.stat()
+    os.utime(b2, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert build_stack(scene, out, groups=("s2", "indices"), block=32, progress=False).skipped
+    # an input rewritten with other values, its modification time put back: rebuilt with the new values
+    with rasterio.open(b2) as src:
+        dn, grid = src.read(1), Grid(src.crs, src.transform, src.width, src.height)
+    mtime_b2 = b2.stat().st_mtime_ns
+    write_raster(b2, np.where(dn > 0, dn + 100, 0).astype(np.uint16), grid, nodata=0)
+    os.utime(b2, ns=(st.st_atime_ns, mtime_b2))
+    with caplog.at_level(logging.INFO, logger="cryonet.features.stack"):
+        rebuilt = build_stack(scene, out, groups=("s2", "indices"), block=32, progress=False)
+    assert not rebuilt.skipped and out.stat().st_mtime_ns != mtime
+    assert any("B2 (content of" in r.getMessage() for r in caplog.records)
+    with rasterio.open(out) as src:
+        np.testing.assert_allclose(src.read(1), b2_before + 0.01, atol=1e-5)  # 100 DN more: +0.01 reflectance
     other = build_stack(scene, out, groups=("s2",), block=32, progress=False)  # other settings: rebuilt
     assert not other.skipped and list(StackFile(out).groups) == ["s2"]
 

@@ -1,4 +1,4 @@
-"""Training loop: learning, checkpoints (weights_only), exact resume, determinism, evaluation, CLI, DDP."""
+"""Training package: learning, checkpoints (weights_only), exact resume, determinism, evaluation, CLI, DDP."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cryonet import train as T
+from cryonet.train import checkpoints, data, distributed, loop, optim
 
 #: Tiny profile overrides: 32 px tiles with 50 % overlap, 640 m blocks, 3 epochs, batch 4.
 TINY = {
@@ -47,6 +48,27 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------------------------
 # fast tests
 # ------------------------------------------------------------------------------------------------------------------
+def test_public_names_are_those_of_the_package():
+    """The CLI, the chapters and the other modules import these from ``cryonet.train``."""
+    from cryonet.train import (  # noqa: F401
+        CHECKPOINT_FORMAT,
+        CheckpointError,
+        TrainResult,
+        checkpoint_path,
+        evaluate,
+        load_checkpoint,
+        load_model,
+        resolve_device,
+        resolve_profile,
+        save_checkpoint,
+        train,
+        train_or_reuse,
+    )
+
+    assert T.train is loop.train and T.load_model is checkpoints.load_model
+    assert not hasattr(T, "_summary")  # private helpers live in their modules
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     good = tmp_path / "good.pt"
     T.save_checkpoint(good, {"format": T.CHECKPOINT_FORMAT, "x": torch.arange(1000)})
@@ -84,12 +106,12 @@ def test_rng_state_round_trips_through_weights_only(tmp_path):
     import random
 
     gen = torch.Generator().manual_seed(3)
-    T._seed_everything(11, torch.device("cpu"))
-    state = T._rng_state(gen)
+    checkpoints._seed_everything(11, torch.device("cpu"))
+    state = checkpoints._rng_state(gen)
     T.save_checkpoint(tmp_path / "r.pt", {"format": T.CHECKPOINT_FORMAT, "rng": state})
     expected = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
     random.seed(0), np.random.seed(0), torch.manual_seed(0), gen.manual_seed(0)
-    T._set_rng_state(T.load_checkpoint(tmp_path / "r.pt")["rng"], gen)
+    checkpoints._set_rng_state(T.load_checkpoint(tmp_path / "r.pt")["rng"], gen)
     got = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
     assert got == expected
 
@@ -98,7 +120,7 @@ def test_schedulers_warm_up_and_decay():
     p = torch.nn.Parameter(torch.zeros(1))
     for name in ("onecycle", "cosine"):
         opt = torch.optim.AdamW([p], lr=1.0)
-        sched = T._make_scheduler(name, opt, 1.0, total=100, warmup=0.1)
+        sched = optim._make_scheduler(name, opt, 1.0, total=100, warmup=0.1)
         lrs = []
         for _ in range(100):
             lrs.append(opt.param_groups[0]["lr"])
@@ -108,27 +130,27 @@ def test_schedulers_warm_up_and_decay():
         assert 8 <= peak <= 11, (name, peak)
         assert lrs[0] < 0.2 and lrs[-1] < 0.01 and max(lrs) == pytest.approx(1.0, rel=0.02)
     opt = torch.optim.AdamW([p], lr=0.5)
-    const = T._make_scheduler("none", opt, 0.5, total=10, warmup=0.1)
+    const = optim._make_scheduler("none", opt, 0.5, total=10, warmup=0.1)
     opt.step()
     const.step()
     assert opt.param_groups[0]["lr"] == 0.5
     with pytest.raises(ValueError, match="unknown scheduler"):
-        T._make_scheduler("step", opt, 0.5, total=10, warmup=0.1)
+        optim._make_scheduler("step", opt, 0.5, total=10, warmup=0.1)
 
 
 def test_head_parameters_keep_their_rate_multiple_through_every_schedule():
     from cryonet import models
 
     net = models.create("unet", in_channels=3, classes=4, encoder="resnet18", full_res_head=True)
-    groups = T._param_groups(net, 1e-3, 10.0)
+    groups = optim._param_groups(net, 1e-3, 10.0)
     assert len(groups) == 2 and [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-2])
     head = {id(p) for p in net.refine.parameters()}
     assert {id(p) for p in groups[1]["params"]} == head
     assert {id(p) for p in groups[0]["params"]}.isdisjoint(head)
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     for name in ("onecycle", "cosine", "none"):
-        opt = torch.optim.AdamW(T._param_groups(net, 1e-3, 10.0), lr=1e-3)
-        sched = T._make_scheduler(name, opt, 1e-3, total=20, warmup=0.1)
+        opt = torch.optim.AdamW(optim._param_groups(net, 1e-3, 10.0), lr=1e-3)
+        sched = optim._make_scheduler(name, opt, 1e-3, total=20, warmup=0.1)
         peak = 0.0
         for _ in range(20):
             base, head_lr = (g["lr"] for g in opt.param_groups)
@@ -138,24 +160,24 @@ def test_head_parameters_keep_their_rate_multiple_through_every_schedule():
             sched.step()
         assert peak == pytest.approx(1e-2, rel=0.05), name
     # one group without a head or at scale 1: the optimiser state of older runs keeps its layout
-    assert len(T._param_groups(net, 1e-3, 1.0)) == 1
+    assert len(optim._param_groups(net, 1e-3, 1.0)) == 1
     bare = models.create("unet", in_channels=3, classes=4, encoder="resnet18")
-    assert len(T._param_groups(bare, 1e-3, 10.0)) == 1
+    assert len(optim._param_groups(bare, 1e-3, 10.0)) == 1
 
 
 def test_epoch_sampler_shards_without_overlap_and_is_seeded():
     w = np.ones(10)
-    full = list(T._EpochSampler(10, None, torch.Generator().manual_seed(1), T._Dist()))
+    full = list(data._EpochSampler(10, None, torch.Generator().manual_seed(1), distributed._Dist()))
     assert sorted(full) == list(range(10))
     g0, g1 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    r0 = list(T._EpochSampler(10, None, g0, T._Dist(0, 2, 0)))
-    r1 = list(T._EpochSampler(10, None, g1, T._Dist(1, 2, 0)))
+    r0 = list(data._EpochSampler(10, None, g0, distributed._Dist(0, 2, 0)))
+    r1 = list(data._EpochSampler(10, None, g1, distributed._Dist(1, 2, 0)))
     assert sorted(r0 + r1) == list(range(10)) and len(r0) == len(r1) == 5
     heavy = np.array([1.0] * 9 + [30.0])
-    draws = list(T._EpochSampler(10, heavy, torch.Generator().manual_seed(0), T._Dist()))
+    draws = list(data._EpochSampler(10, heavy, torch.Generator().manual_seed(0), distributed._Dist()))
     assert len(draws) == 10 and draws.count(9) >= 3
-    assert list(T._EpochSampler(10, w, torch.Generator().manual_seed(5), T._Dist())) == list(
-        T._EpochSampler(10, w, torch.Generator().manual_seed(5), T._Dist())
+    assert list(data._EpochSampler(10, w, torch.Generator().manual_seed(5), distributed._Dist())) == list(
+        data._EpochSampler(10, w, torch.Generator().manual_seed(5), distributed._Dist())
     )
 
 
@@ -353,7 +375,9 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
             json.dump({{"epochs": res.epochs_run, "best": res.best_score, "world": os.environ["WORLD_SIZE"]}}, fh)
     """)
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # the subprocesses import this checkout's cryonet (not whatever an installed copy points at)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script)],
         capture_output=True,
@@ -377,14 +401,14 @@ def test_ddp_two_cpu_processes(twin, tmp_path):
 def test_early_stopping_keeps_best_checkpoint(twin, tmp_path, monkeypatch):
     sp, lp = twin
     scores = iter([0.5, 0.6, 0.4, 0.3, 0.9, 0.9])
-    real = T._summary
+    real = loop._summary
 
     def fake_summary(cm):
         out = real(cm)
         out["miou_glacier"] = next(scores)  # validation score sequence: best at epoch 2, then two worse epochs
         return out
 
-    monkeypatch.setattr(T, "_summary", fake_summary)
+    monkeypatch.setattr(loop, "_summary", fake_summary)  # the validation score of each epoch
     tiny = {**TINY, "epochs": 6, "early_stopping_patience": 2}
     res = T.train(sp, lp, tmp_path, model="unet", profile="ci", progress=False, **tiny)
     assert res.stopped_early and res.finished and res.epochs_run == 4

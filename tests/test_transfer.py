@@ -399,11 +399,13 @@ def test_fewshot_finetune_scores_outside_block_and_resumes(regions, source_run, 
     assert ck["normalizer"] == torch.load(source_run / "best.pt", weights_only=True)["normalizer"]
     assert ck["profile"]["epochs"] == 2 and ck["profile"]["early_stopping_patience"] is None
     assert ck["profile"]["lr"] == pytest.approx(TINY["lr"] * transfer.FINETUNE_LR_FACTOR)
-    # same settings again: reused, same numbers
+    # same settings again: reused (the run and its prediction), same numbers
+    assert (out.parent / "fewshot.reuse.json").is_file() and (out / "prediction.tif.reuse.json").is_file()
+    pred_stamp = res["prediction"].stat().st_mtime_ns
     _, again = transfer.fewshot_finetune(
         source_run, tp, tl, out, n_tiles=4, epochs=2, profile="ci", seed=0, device="cpu", progress=False, n_boot=50
     )
-    assert again["status"] == "reused"
+    assert again["status"] == "reused" and again["prediction"].stat().st_mtime_ns == pred_stamp
     np.testing.assert_array_equal(again["finetuned"]["confusion_matrix"], res["finetuned"]["confusion_matrix"])
     # an interrupted fine-tuning run resumes to the same weights as the uninterrupted one
     part = tmp_path / "part"

@@ -45,8 +45,11 @@ reads the three back. Transfer: build the target region's stack with ``like=SOUR
 ``pca=PCATransform.load(...)`` and ``texture_params={"vmin":..., "vmax":...}``) so that the source region's PCA
 axes and texture grey levels are applied unchanged.
 
-Resuming: the output is written atomically, so a file under its final name is complete. If it exists and its
-stored build settings equal the requested ones, :func:`build_stack` returns at once (``overwrite=True`` rebuilds).
+Resuming: the output is written atomically, so a file under its final name is complete. The build goes through the
+library's one reuse rule (:mod:`cryonet.reuse`): its key is the build settings and the contents (sha256) of the
+scene's input files, recorded in ``STACK.tif.reuse.json``. If the stack exists with the same key,
+:func:`build_stack` returns at once; a changed setting or input content rebuilds it, a touched but unchanged input
+does not (``overwrite=True`` rebuilds).
 
 Dask: :func:`build_stack_dask` builds the same stack with :func:`dask.array.overlap.overlap` /
 ``map_blocks`` / ``trim_internal`` (what :func:`dask.array.map_overlap` does, spelled out because the output has a
@@ -76,6 +79,7 @@ import rasterio
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from cryonet import reuse
 from cryonet.constants import CLASSES, LABEL_NODATA, LAYER_GROUPS, S2_BANDS, S2_L2A_NODATA
 from cryonet.errors import CryonetError
 from cryonet.features.indices import INDEX_LAYERS, INDEX_SOURCES, INDEX_UNITS, spectral_indices
@@ -666,15 +670,11 @@ def _finalise_plan(
     return _Plan(**{**plan.__dict__, "layers": layers, "pca": pca, "texture": texture})
 
 
-def _existing_is_current(out_path: Path, digest: str) -> bool:
-    layers_csv = StackFile.sidecar_paths(out_path).layers_csv
-    if not (out_path.is_file() and layers_csv.is_file()):
-        return False
-    try:
-        with rasterio.open(out_path) as src:
-            return src.tags().get(_TAG + "_digest") == digest
-    except rasterio.errors.RasterioIOError:
-        return False
+def _reuse_key(doc: dict[str, Any], scene: Scene, out_path: Path) -> dict[str, Any]:
+    """The stack's key of the one reuse rule (:mod:`cryonet.reuse`): its settings and its inputs' contents."""
+    settings = {k: v for k, v in doc.items() if k != "inputs"}  # the inputs enter by content, not by stamp
+    inputs = {k: getattr(scene, k) for k in ("dem", "coherence", "phase")} | dict(scene.s2)
+    return reuse.key(settings, inputs, known=out_path)
 
 
 def _write_sidecars(plan: _Plan, out_path: Path) -> tuple[Path, Path | None]:
@@ -722,12 +722,16 @@ def _run_build(
         digest = _digest(doc)
         layers_csv, pca_path = StackFile.sidecar_paths(out_path)
         texture_range = (plan.texture.vmin, plan.texture.vmax) if "texture" in plan.groups else None
-        if not overwrite and _existing_is_current(out_path, digest):
+        key = _reuse_key(doc, scene, out_path)
+        state = "absent" if overwrite else reuse.status(out_path, key)
+        if state == reuse.REUSE and layers_csv.is_file():
             logger.info("%s is up to date (same inputs and settings); kept. overwrite=True rebuilds it", out_path)
             return StackInfo(
                 out_path, layers_csv, pca_path if plan.pca is not None else None, plan.layers, plan.grid, plan.halo,
                 block, texture_range, time.perf_counter() - t0, skipped=True,
             )  # fmt: skip
+        if state.startswith(reuse.STALE):
+            logger.info("%s: %s; rebuilt", out_path, state.removeprefix(f"{reuse.STALE}: "))
         windows = list(iter_windows(plan.grid, block))
         with atomic_path(out_path) as tmp:
             with rasterio.open(tmp, "w", **_output_profile(plan)) as dst:
@@ -743,6 +747,7 @@ def _run_build(
                     }
                 )
             layers_csv, pca_path = _write_sidecars(plan, out_path)
+        reuse.record(out_path, key)
     seconds = time.perf_counter() - t0
     logger.info("feature stack %s: %d layers, %d blocks, %.1f s", out_path, len(plan.layers), len(windows), seconds)
     return StackInfo(out_path, layers_csv, pca_path, plan.layers, plan.grid, plan.halo, block, texture_range, seconds)
