@@ -140,6 +140,191 @@ def _multiscale_tpi(z: np.ndarray, invalid: np.ndarray, radius_m: float, res: tu
     return out
 
 
+def _layer_list(layers: Sequence[str], tpi_radii: Sequence[float]) -> tuple[Sequence[str], tuple[float, ...]]:
+    """Checked layer names and TPI radii: the default layers gain one ``tpi_<r>m`` layer per radius.
+
+    Args:
+        layers: Requested layer names (the default :data:`TERRAIN_LAYERS` object, or the caller's own).
+        tpi_radii: Radii of the multi-scale TPI discs, metres.
+
+    Returns:
+        ``(layers, tpi_radii)`` with the radii as floats.
+
+    Raises:
+        ValueError: A layer is unknown.
+    """
+    tpi_radii = tuple(float(r) for r in tpi_radii)
+    if layers is TERRAIN_LAYERS and tpi_radii:
+        layers = (*TERRAIN_LAYERS, *(_tpi_name(r) for r in tpi_radii))
+    _check_layers(layers, tpi_radii)
+    return layers, tpi_radii
+
+
+def _checked_dem(dem: np.ndarray, res: tuple[float, float]) -> tuple[np.ndarray, float, float]:
+    """The DEM as a float64 array and the pixel size as floats, checked.
+
+    Args:
+        dem: Elevation, metres, ``(rows, cols)``.
+        res: Pixel size ``(x, y)`` in metres.
+
+    Returns:
+        ``(z, xres, yres)``.
+
+    Raises:
+        ValueError: ``dem`` is not 2-D, or ``res`` is not positive and finite.
+    """
+    z = np.asarray(dem, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"expected a (rows, cols) DEM, got an array of shape {z.shape}")
+    xres, yres = (float(res[0]), float(res[1]))
+    if not (xres > 0 and yres > 0 and math.isfinite(xres) and math.isfinite(yres)):
+        raise ValueError(f"pixel size must be positive metres (x, y), got {res}")
+    return z, xres, yres
+
+
+def _masked_dem(z: np.ndarray, nodata_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The DEM with NaN at every nodata cell, and the nodata mask.
+
+    Args:
+        z: ``(rows, cols)`` float64 elevation, metres; NaN marks nodata.
+        nodata_mask: Optional ``(rows, cols)`` boolean array, True where the DEM is nodata.
+
+    Returns:
+        ``(z, invalid)``.
+
+    Raises:
+        ValueError: The mask's shape differs from the DEM's.
+    """
+    invalid = ~np.isfinite(z)
+    if nodata_mask is not None:
+        mask = np.asarray(nodata_mask, dtype=bool)
+        if mask.shape != z.shape:
+            raise ValueError(f"nodata_mask shape {mask.shape} does not match DEM shape {z.shape}")
+        invalid |= mask
+    return np.where(invalid, np.nan, z), invalid
+
+
+class _Window3x3:
+    """The 3 × 3 neighbours of every cell, by slicing a NaN-padded copy, and the cells whose window is incomplete.
+
+    Names as in Zevenbergen & Thorne: ``z1 z2 z3 / z4 z5 z6 / z7 z8 z9`` (z1 = north-west, z2 = north, ...,
+    z9 = south-east).
+    """
+
+    def __init__(self, z: np.ndarray, invalid: np.ndarray) -> None:
+        """Slice the neighbours of ``z``.
+
+        Args:
+            z: ``(rows, cols)`` float64 elevation, NaN at nodata.
+            invalid: ``(rows, cols)`` True at nodata.
+        """
+        zp = np.pad(z, 1, constant_values=np.nan)
+        self.z1, self.z2, self.z3 = zp[:-2, :-2], zp[:-2, 1:-1], zp[:-2, 2:]
+        self.z4, self.z5, self.z6 = zp[1:-1, :-2], zp[1:-1, 1:-1], zp[1:-1, 2:]
+        self.z7, self.z8, self.z9 = zp[2:, :-2], zp[2:, 1:-1], zp[2:, 2:]
+        ip = np.pad(invalid, 1, constant_values=True)
+        bad = np.zeros_like(invalid)
+        for di in range(3):
+            for dj in range(3):
+                bad |= ip[di : di + z.shape[0], dj : dj + z.shape[1]]
+        self.bad = bad  # True where the window touches nodata or the raster edge
+        self.out: dict[str, np.ndarray] = {}
+
+    def keep(self, name: str, arr: np.ndarray) -> None:
+        """Store a layer: NaN where the window is incomplete, float32 at once (keeps a large block's peak memory low).
+
+        Args:
+            name: Layer name.
+            arr: ``(rows, cols)`` float64 layer (changed in place).
+        """
+        arr[self.bad] = np.nan
+        self.out[name] = arr.astype(np.float32)
+
+
+def _horn_layers(
+    w: _Window3x3, res: tuple[float, float], want: set[str], sun_azimuth: float, sun_elevation: float
+) -> None:
+    """Slope, aspect, its sine and cosine, and hillshade from Horn's (1981) gradient, as gdaldem.
+
+    Args:
+        w: The 3 × 3 neighbours; the layers in ``want`` are stored in it.
+        res: Pixel size ``(x, y)`` in metres.
+        want: Names of the layers wanted.
+        sun_azimuth: Sun azimuth for ``hillshade``, degrees clockwise from north.
+        sun_elevation: Sun elevation for ``hillshade``, degrees.
+    """
+    xres, yres = res
+    # Weighted differences over the 3 × 3 window. x east, n north.
+    dzdx = ((w.z3 + 2.0 * w.z6 + w.z9) - (w.z1 + 2.0 * w.z4 + w.z7)) / (8.0 * xres)
+    dzdn = ((w.z1 + 2.0 * w.z2 + w.z3) - (w.z7 + 2.0 * w.z8 + w.z9)) / (8.0 * yres)
+    grad = np.hypot(dzdx, dzdn)
+    flat = grad == 0.0
+    if "slope" in want:
+        w.keep("slope", np.degrees(np.arctan(grad)))
+    if "aspect" in want:
+        # Downslope direction (-dz/dx, -dz/dn) as an azimuth clockwise from north.
+        aspect = np.mod(np.degrees(np.arctan2(-dzdx, -dzdn)), 360.0)
+        aspect[aspect >= 360.0] = 0.0  # np.mod(-tiny, 360) rounds to 360
+        aspect[flat] = np.nan
+        w.keep("aspect", aspect)
+        del aspect
+    if want & {"aspect_sin", "aspect_cos"}:
+        safe = np.where(flat, 1.0, grad)
+        if "aspect_sin" in want:
+            w.keep("aspect_sin", np.where(flat, 0.0, -dzdx / safe))
+        if "aspect_cos" in want:
+            w.keep("aspect_cos", np.where(flat, 0.0, -dzdn / safe))
+        del safe
+    if "hillshade" in want:
+        az = math.radians(sun_azimuth)
+        alt = math.radians(sun_elevation)
+        # Unit surface normal (-dz/dx, -dz/dn, 1)/|.| dotted with the unit vector towards the sun.
+        cosi = math.sin(alt) - math.cos(alt) * (math.sin(az) * dzdx + math.cos(az) * dzdn)
+        cosi /= np.sqrt(1.0 + grad * grad)
+        w.keep("hillshade", np.clip(cosi, 0.0, 1.0, out=cosi))
+
+
+def _curvature_layers(w: _Window3x3, res: tuple[float, float], want: set[str]) -> None:
+    """Plan and profile curvature from the Zevenbergen & Thorne (1987) quadratic surface (positive = convex).
+
+    Args:
+        w: The 3 × 3 neighbours; the layers in ``want`` are stored in it.
+        res: Pixel size ``(x, y)`` in metres.
+        want: Names of the layers wanted.
+    """
+    xres, yres = res
+    # p, q first and r, s, t second derivatives of the fitted surface (y north).
+    p = (w.z6 - w.z4) / (2.0 * xres)
+    q = (w.z2 - w.z8) / (2.0 * yres)
+    r = (w.z4 + w.z6 - 2.0 * w.z5) / (xres * xres)
+    t = (w.z2 + w.z8 - 2.0 * w.z5) / (yres * yres)
+    s = (-w.z1 + w.z3 + w.z7 - w.z9) / (4.0 * xres * yres)
+    g2 = p * p + q * q
+    flat2 = g2 == 0.0
+    safe = np.where(flat2, 1.0, g2)
+    if "curv_profile" in want:  # minus d²z/ds² along the gradient
+        w.keep("curv_profile", np.where(flat2, 0.0, -(r * p * p + 2.0 * s * p * q + t * q * q) / safe))
+    if "curv_plan" in want:  # minus d²z/dc² along the contour
+        w.keep("curv_plan", np.where(flat2, 0.0, -(r * q * q - 2.0 * s * p * q + t * p * p) / safe))
+
+
+def _local_layers(w: _Window3x3, want: set[str]) -> None:
+    """TPI (centre minus the mean of the 8 neighbours) and roughness (range of the window), as gdaldem.
+
+    Args:
+        w: The 3 × 3 neighbours; the layers in ``want`` are stored in it.
+        want: Names of the layers wanted.
+    """
+    if "tpi" in want:
+        w.keep("tpi", w.z5 - (w.z1 + w.z2 + w.z3 + w.z4 + w.z6 + w.z7 + w.z8 + w.z9) / 8.0)
+    if "roughness" in want:
+        hi, lo = w.z1.copy(), w.z1.copy()
+        for zi in (w.z2, w.z3, w.z4, w.z5, w.z6, w.z7, w.z8, w.z9):
+            np.maximum(hi, zi, out=hi)
+            np.minimum(lo, zi, out=lo)
+        w.keep("roughness", hi - lo)
+
+
 def terrain_layers(
     dem: np.ndarray,
     res: tuple[float, float],
@@ -169,100 +354,18 @@ def terrain_layers(
     Raises:
         ValueError: ``dem`` is not 2-D, ``res`` is not positive, the mask's shape differs, or a layer is unknown.
     """
-    z = np.asarray(dem, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"expected a (rows, cols) DEM, got an array of shape {z.shape}")
-    xres, yres = (float(res[0]), float(res[1]))
-    if not (xres > 0 and yres > 0 and math.isfinite(xres) and math.isfinite(yres)):
-        raise ValueError(f"pixel size must be positive metres (x, y), got {res}")
-    tpi_radii = tuple(float(r) for r in tpi_radii)
-    if layers is TERRAIN_LAYERS and tpi_radii:
-        layers = (*TERRAIN_LAYERS, *(_tpi_name(r) for r in tpi_radii))
-    _check_layers(layers, tpi_radii)
+    z, xres, yres = _checked_dem(dem, res)
+    layers, tpi_radii = _layer_list(layers, tpi_radii)
+    z, invalid = _masked_dem(z, nodata_mask)
 
-    invalid = ~np.isfinite(z)
-    if nodata_mask is not None:
-        mask = np.asarray(nodata_mask, dtype=bool)
-        if mask.shape != z.shape:
-            raise ValueError(f"nodata_mask shape {mask.shape} does not match DEM shape {z.shape}")
-        invalid |= mask
-    z = np.where(invalid, np.nan, z)
-
-    # 3 × 3 neighbours by slicing a NaN-padded copy; names as in Zevenbergen & Thorne: z1 z2 z3 / z4 z5 z6 / z7 z8 z9
-    # (z1 = north-west, z2 = north, ..., z9 = south-east).
-    zp = np.pad(z, 1, constant_values=np.nan)
-    z1, z2, z3 = zp[:-2, :-2], zp[:-2, 1:-1], zp[:-2, 2:]
-    z4, z5, z6 = zp[1:-1, :-2], zp[1:-1, 1:-1], zp[1:-1, 2:]
-    z7, z8, z9 = zp[2:, :-2], zp[2:, 1:-1], zp[2:, 2:]
-    ip = np.pad(invalid, 1, constant_values=True)
-    bad = np.zeros_like(invalid)
-    for di in range(3):
-        for dj in range(3):
-            bad |= ip[di : di + z.shape[0], dj : dj + z.shape[1]]
-
+    w = _Window3x3(z, invalid)
     want = set(layers)
-    out: dict[str, np.ndarray] = {}
-
-    def keep(name: str, arr: np.ndarray) -> None:
-        # NaN where the window is incomplete, float32 at once: keeps the peak memory of a large block low.
-        arr[bad] = np.nan
-        out[name] = arr.astype(np.float32)
-
     if want & {"slope", "aspect", "aspect_sin", "aspect_cos", "hillshade"}:
-        # Horn (1981), as gdaldem: weighted differences over the 3 × 3 window. x east, n north.
-        dzdx = ((z3 + 2.0 * z6 + z9) - (z1 + 2.0 * z4 + z7)) / (8.0 * xres)
-        dzdn = ((z1 + 2.0 * z2 + z3) - (z7 + 2.0 * z8 + z9)) / (8.0 * yres)
-        grad = np.hypot(dzdx, dzdn)
-        flat = grad == 0.0
-        if "slope" in want:
-            keep("slope", np.degrees(np.arctan(grad)))
-        if "aspect" in want:
-            # Downslope direction (-dz/dx, -dz/dn) as an azimuth clockwise from north.
-            aspect = np.mod(np.degrees(np.arctan2(-dzdx, -dzdn)), 360.0)
-            aspect[aspect >= 360.0] = 0.0  # np.mod(-tiny, 360) rounds to 360
-            aspect[flat] = np.nan
-            keep("aspect", aspect)
-            del aspect
-        if want & {"aspect_sin", "aspect_cos"}:
-            safe = np.where(flat, 1.0, grad)
-            if "aspect_sin" in want:
-                keep("aspect_sin", np.where(flat, 0.0, -dzdx / safe))
-            if "aspect_cos" in want:
-                keep("aspect_cos", np.where(flat, 0.0, -dzdn / safe))
-            del safe
-        if "hillshade" in want:
-            az = math.radians(sun_azimuth)
-            alt = math.radians(sun_elevation)
-            # Unit surface normal (-dz/dx, -dz/dn, 1)/|.| dotted with the unit vector towards the sun.
-            cosi = math.sin(alt) - math.cos(alt) * (math.sin(az) * dzdx + math.cos(az) * dzdn)
-            cosi /= np.sqrt(1.0 + grad * grad)
-            keep("hillshade", np.clip(cosi, 0.0, 1.0, out=cosi))
-            del cosi
-        del dzdx, dzdn, grad, flat
+        _horn_layers(w, (xres, yres), want, sun_azimuth, sun_elevation)
     if want & {"curv_plan", "curv_profile"}:
-        # Zevenbergen & Thorne (1987): p, q first and r, s, t second derivatives of the fitted surface (y north).
-        p = (z6 - z4) / (2.0 * xres)
-        q = (z2 - z8) / (2.0 * yres)
-        r = (z4 + z6 - 2.0 * z5) / (xres * xres)
-        t = (z2 + z8 - 2.0 * z5) / (yres * yres)
-        s = (-z1 + z3 + z7 - z9) / (4.0 * xres * yres)
-        g2 = p * p + q * q
-        flat2 = g2 == 0.0
-        safe = np.where(flat2, 1.0, g2)
-        if "curv_profile" in want:  # minus d²z/ds² along the gradient
-            keep("curv_profile", np.where(flat2, 0.0, -(r * p * p + 2.0 * s * p * q + t * q * q) / safe))
-        if "curv_plan" in want:  # minus d²z/dc² along the contour
-            keep("curv_plan", np.where(flat2, 0.0, -(r * q * q - 2.0 * s * p * q + t * p * p) / safe))
-        del p, q, r, s, t, g2, flat2, safe
-    if "tpi" in want:
-        keep("tpi", z5 - (z1 + z2 + z3 + z4 + z6 + z7 + z8 + z9) / 8.0)
-    if "roughness" in want:
-        hi, lo = z1.copy(), z1.copy()
-        for zi in (z2, z3, z4, z5, z6, z7, z8, z9):
-            np.maximum(hi, zi, out=hi)
-            np.minimum(lo, zi, out=lo)
-        keep("roughness", hi - lo)
-        del hi, lo
+        _curvature_layers(w, (xres, yres), want)
+    _local_layers(w, want)
+    out = w.out
     if "elevation" in want:
         out["elevation"] = z.astype(np.float32)
     for radius in tpi_radii:
@@ -356,6 +459,100 @@ def _check_metric(path: Path, src: rasterio.io.DatasetReader) -> tuple[float, fl
     return abs(t.a), abs(t.e)
 
 
+def _output_profile(grid: Grid, count: int) -> dict[str, object]:
+    """Creation options of the terrain GeoTIFF: float32, NaN nodata, deflate level 1, tiled when large enough.
+
+    Args:
+        grid: The DEM's grid.
+        count: Number of bands.
+
+    Returns:
+        rasterio creation options.
+    """
+    profile: dict[str, object] = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": "float32",
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": float("nan"),
+        # Float terrain layers compress poorly (about 20 %); deflate level 1 gets most of that at a third of the
+        # default level's cost.
+        "compress": "deflate",
+        "zlevel": 1,
+        "predictor": 3,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if min(grid.width, grid.height) >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    return profile
+
+
+def _describe_bands(
+    dst: rasterio.io.DatasetWriter, layers: Sequence[str], sun_azimuth: float, sun_elevation: float, source: str
+) -> None:
+    """Band descriptions (layer names), units and the dataset's tags of a terrain GeoTIFF.
+
+    Args:
+        dst: The output dataset, open for writing.
+        layers: Layer names, in band order.
+        sun_azimuth: Hillshade sun azimuth, degrees.
+        sun_elevation: Hillshade sun elevation, degrees.
+        source: Name of the DEM file.
+    """
+    for i, name in enumerate(layers, start=1):
+        dst.set_band_description(i, name)
+        dst.set_band_unit(i, TERRAIN_UNITS.get(name, "m"))
+    dst.update_tags(
+        sun_azimuth_deg=str(sun_azimuth),
+        sun_elevation_deg=str(sun_elevation),
+        source=source,
+        edges="NaN where the 3x3 window touches nodata or the raster edge (as gdaldem without -compute_edges)",
+    )
+
+
+def _block_windows(grid: Grid, block: int) -> list[Window]:
+    """``block`` × ``block`` windows tiling ``grid`` row by row (smaller at the right and bottom edges).
+
+    Args:
+        grid: The raster's grid.
+        block: Block edge, pixels.
+
+    Returns:
+        The windows.
+    """
+    return [
+        Window(c, r, min(block, grid.width - c), min(block, grid.height - r))
+        for r in range(0, grid.height, block)
+        for c in range(0, grid.width, block)
+    ]
+
+
+def _read_with_halo(src: rasterio.io.DatasetReader, win: Window, margin: int) -> np.ndarray:
+    """Band 1 of ``win`` plus ``margin`` pixels on every side, as float64 with NaN at nodata and outside the raster.
+
+    Padding with NaN where the halo falls outside the raster makes edge cells NaN as in the whole array.
+
+    Args:
+        src: The DEM, open.
+        win: The block.
+        margin: Halo width, pixels.
+
+    Returns:
+        ``(win.height + 2 * margin, win.width + 2 * margin)`` float64 elevations.
+    """
+    r0, c0 = int(win.row_off), int(win.col_off)
+    h, w = int(win.height), int(win.width)
+    rr0, cc0 = max(r0 - margin, 0), max(c0 - margin, 0)
+    rr1, cc1 = min(r0 + h + margin, src.height), min(c0 + w + margin, src.width)
+    chunk = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0), masked=True)
+    z = np.ma.filled(chunk.astype(np.float64), np.nan)
+    pad = ((margin - (r0 - rr0), margin - (rr1 - r0 - h)), (margin - (c0 - cc0), margin - (cc1 - c0 - w)))
+    return np.pad(z, pad, constant_values=np.nan)
+
+
 def terrain_file(
     dem_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -394,64 +591,28 @@ def terrain_file(
     out_path = Path(out_path)
     if block < 1:
         raise ValueError(f"block must be a positive number of pixels, got {block}")
-    tpi_radii = tuple(float(r) for r in tpi_radii)
-    if layers is TERRAIN_LAYERS and tpi_radii:
-        layers = (*TERRAIN_LAYERS, *(_tpi_name(r) for r in tpi_radii))
-    _check_layers(layers, tpi_radii)
+    layers, tpi_radii = _layer_list(layers, tpi_radii)
     with open_raster(dem_path) as src:
         res = _check_metric(dem_path, src)
         grid = Grid(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
         margin = halo(res, tpi_radii)
-        profile = {
-            "driver": "GTiff",
-            "width": grid.width,
-            "height": grid.height,
-            "count": len(layers),
-            "dtype": "float32",
-            "crs": grid.crs,
-            "transform": grid.transform,
-            "nodata": float("nan"),
-            # Float terrain layers compress poorly (about 20 %); deflate level 1 gets most of that at a third of the
-            # default level's cost.
-            "compress": "deflate",
-            "zlevel": 1,
-            "predictor": 3,
-            "BIGTIFF": "IF_SAFER",
-        }
-        if min(grid.width, grid.height) >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-        windows = [
-            Window(c, r, min(block, grid.width - c), min(block, grid.height - r))
-            for r in range(0, grid.height, block)
-            for c in range(0, grid.width, block)
-        ]
+        windows = _block_windows(grid, block)
         logger.info(
             "terrain of %s: %d × %d px at %s m, %d block(s)", dem_path, grid.width, grid.height, res, len(windows)
         )
         # Streaming block writes into an atomic temporary file: write_raster needs the whole stack in memory.
-        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-            for i, name in enumerate(layers, start=1):
-                dst.set_band_description(i, name)
-                dst.set_band_unit(i, TERRAIN_UNITS.get(name, "m"))
-            dst.update_tags(
-                sun_azimuth_deg=str(sun_azimuth),
-                sun_elevation_deg=str(sun_elevation),
-                source=dem_path.name,
-                edges="NaN where the 3x3 window touches nodata or the raster edge (as gdaldem without -compute_edges)",
-            )
+        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **_output_profile(grid, len(layers))) as dst:
+            _describe_bands(dst, layers, sun_azimuth, sun_elevation, dem_path.name)
             for win in tqdm(windows, desc="terrain", unit="block", disable=not progress):
-                r0, c0 = int(win.row_off), int(win.col_off)
-                h, w = int(win.height), int(win.width)
-                rr0, cc0 = max(r0 - margin, 0), max(c0 - margin, 0)
-                rr1, cc1 = min(r0 + h + margin, grid.height), min(c0 + w + margin, grid.width)
-                chunk = src.read(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0), masked=True)
-                z = np.ma.filled(chunk.astype(np.float64), np.nan)
-                # Pad with NaN where the halo falls outside the raster, so edge cells are NaN as in the whole array.
-                pad = ((margin - (r0 - rr0), margin - (rr1 - r0 - h)), (margin - (c0 - cc0), margin - (cc1 - c0 - w)))
-                z = np.pad(z, pad, constant_values=np.nan)
                 result = terrain_layers(
-                    z, res, sun_azimuth=sun_azimuth, sun_elevation=sun_elevation, layers=layers, tpi_radii=tpi_radii
+                    _read_with_halo(src, win, margin),
+                    res,
+                    sun_azimuth=sun_azimuth,
+                    sun_elevation=sun_elevation,
+                    layers=layers,
+                    tpi_radii=tpi_radii,
                 )
+                h, w = int(win.height), int(win.width)
                 stack = np.stack([result[name][margin : margin + h, margin : margin + w] for name in layers])
                 dst.write(stack, window=win)
     logger.info("wrote %s (%d bands)", out_path, len(layers))

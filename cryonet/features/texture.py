@@ -760,6 +760,115 @@ def _band_within(src: rasterio.io.DatasetReader, band: int, levels: int, block: 
     return True
 
 
+def _file_limits(
+    src: rasterio.io.DatasetReader,
+    band: int,
+    levels: int,
+    block: int,
+    vmin: float | None,
+    vmax: float | None,
+    in_path: Path,
+) -> tuple[float | None, float | None]:
+    """Quantisation limits fixed once for the whole band of a raster file.
+
+    An integer band whose valid values all lie in ``[0, levels)`` is used as is (both limits stay None); otherwise
+    a missing limit is the 2nd or 98th percentile of the valid pixels of a decimated read.
+
+    Args:
+        src: The input raster, open.
+        band: 1-based band index.
+        levels: Number of grey levels.
+        block: Rows per read of the exact integer-range check.
+        vmin: Lower limit given by the caller, or None.
+        vmax: Upper limit given by the caller, or None.
+        in_path: The input's path (for the log).
+
+    Returns:
+        ``(vmin, vmax)``.
+    """
+    from rasterio.enums import Resampling
+
+    if vmin is not None and vmax is not None:
+        return vmin, vmax
+    is_int = np.issubdtype(np.dtype(src.dtypes[band - 1]), np.integer)
+    if is_int and vmin is None and vmax is None and _band_within(src, band, levels, block):
+        return vmin, vmax
+    rows, cols = src.height, src.width
+    step = _sample_step((rows, cols))
+    shape = (math.ceil(rows / step), math.ceil(cols / step))
+    sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
+    smask = np.ma.getmaskarray(sample)
+    values = np.asarray(sample.data, dtype=np.float64)
+    limits = _percentile_limits(values, _valid_mask(values, smask))
+    vmin = limits[0] if vmin is None else vmin
+    vmax = limits[1] if vmax is None else vmax
+    logger.info("%s: quantisation limits vmin=%s, vmax=%s (decimation %d)", in_path, vmin, vmax, step)
+    return vmin, vmax
+
+
+def _texture_profile(src: rasterio.io.DatasetReader) -> dict[str, object]:
+    """Creation options of the GLCM GeoTIFF: one float32 band per feature on the input's grid, NaN nodata.
+
+    Args:
+        src: The input raster, open.
+
+    Returns:
+        rasterio creation options.
+    """
+    rows, cols = src.height, src.width
+    profile: dict[str, object] = {
+        "driver": "GTiff",
+        "width": cols,
+        "height": rows,
+        "count": len(ALL_FEATURES),
+        "dtype": "float32",
+        "crs": src.crs,
+        "transform": src.transform,
+        "nodata": float("nan"),
+        "compress": "deflate",
+        "predictor": 3,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if min(rows, cols) >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    return profile
+
+
+def _tile_features(
+    src: rasterio.io.DatasetReader,
+    band: int,
+    tile: tuple[int, int],
+    block: int,
+    h: int,
+    features_of: functools.partial[np.ndarray],
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """GLCM features of one tile, read with a halo of ``h`` neighbouring pixels (fewer at the raster's edges).
+
+    Args:
+        src: The input raster, open.
+        band: 1-based band index.
+        tile: ``(row, col)`` of the tile's upper-left pixel.
+        block: Tile edge, pixels.
+        h: Halo width, pixels.
+        features_of: ``(image, nodata_mask) -> (features, rows, cols)`` for the tile read with its halo.
+
+    Returns:
+        ``(core, window)``: the tile's features without the halo, and the tile's window as ``(col, row, width,
+        height)``.
+    """
+    from rasterio.windows import Window
+
+    r0, c0 = tile
+    rows, cols = src.height, src.width
+    nr, nc = min(block, rows - r0), min(block, cols - c0)
+    ra, ca = max(r0 - h, 0), max(c0 - h, 0)
+    rb, cb = min(r0 + nr + h, rows), min(c0 + nc + h, cols)
+    data = src.read(band, window=Window(ca, ra, cb - ca, rb - ra), masked=True)
+    feats = features_of(np.asarray(data.data), np.ma.getmaskarray(data))
+    core = feats[:, r0 - ra : r0 - ra + nr, c0 - ca : c0 - ca + nc]
+    return core, (c0, r0, nc, nr)
+
+
 def texture_file(
     in_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -804,7 +913,6 @@ def texture_file(
         cryonet.raster.RasterError: the input is missing or unreadable, or has no band ``band``.
     """
     import rasterio
-    from rasterio.enums import Resampling
     from rasterio.windows import Window
     from tqdm.auto import tqdm
 
@@ -822,58 +930,23 @@ def texture_file(
             raise RasterError(
                 f"{in_path}: has {src.count} band(s), band {band} was requested; pass --band 1..{src.count}"
             )
-        rows, cols = src.height, src.width
-        is_int = np.issubdtype(np.dtype(src.dtypes[band - 1]), np.integer)
-        if vmin is None or vmax is None:
-            as_is = False
-            if is_int and vmin is None and vmax is None:
-                as_is = _band_within(src, band, levels, block)
-            if not as_is:
-                step = _sample_step((rows, cols))
-                shape = (math.ceil(rows / step), math.ceil(cols / step))
-                sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
-                smask = np.ma.getmaskarray(sample)
-                values = np.asarray(sample.data, dtype=np.float64)
-                limits = _percentile_limits(values, _valid_mask(values, smask))
-                vmin = limits[0] if vmin is None else vmin
-                vmax = limits[1] if vmax is None else vmax
-                logger.info("%s: quantisation limits vmin=%s, vmax=%s (decimation %d)", in_path, vmin, vmax, step)
-        profile = {
-            "driver": "GTiff",
-            "width": cols,
-            "height": rows,
-            "count": len(ALL_FEATURES),
-            "dtype": "float32",
-            "crs": src.crs,
-            "transform": src.transform,
-            "nodata": float("nan"),
-            "compress": "deflate",
-            "predictor": 3,
-            "BIGTIFF": "IF_SAFER",
-        }
-        if min(rows, cols) >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-        tiles = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
-        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        vmin, vmax = _file_limits(src, band, levels, block, vmin, vmax, in_path)
+        features_of = functools.partial(
+            _features_of_block,
+            window=window,
+            levels=levels,
+            offsets=offsets,
+            features=ALL_FEATURES,
+            vmin=vmin,
+            vmax=vmax,
+            parallel=True,
+        )
+        tiles = [(r0, c0) for r0 in range(0, src.height, block) for c0 in range(0, src.width, block)]
+        with atomic_path(out_path) as tmp, rasterio.open(tmp, "w", **_texture_profile(src)) as dst:
             for i, name in enumerate(ALL_FEATURES, start=1):
                 dst.set_band_description(i, f"glcm_{name}")
-            for r0, c0 in tqdm(tiles, desc=f"GLCM {in_path.name}", unit="tile", disable=not progress):
-                nr, nc = min(block, rows - r0), min(block, cols - c0)
-                ra, ca = max(r0 - h, 0), max(c0 - h, 0)
-                rb, cb = min(r0 + nr + h, rows), min(c0 + nc + h, cols)
-                data = src.read(band, window=Window(ca, ra, cb - ca, rb - ra), masked=True)
-                feats = _features_of_block(
-                    np.asarray(data.data),
-                    np.ma.getmaskarray(data),
-                    window,
-                    levels,
-                    offsets,
-                    ALL_FEATURES,
-                    vmin,
-                    vmax,
-                    parallel=True,
-                )
-                core = feats[:, r0 - ra : r0 - ra + nr, c0 - ca : c0 - ca + nc]
-                dst.write(core, window=Window(c0, r0, nc, nr))
+            for tile in tqdm(tiles, desc=f"GLCM {in_path.name}", unit="tile", disable=not progress):
+                core, win = _tile_features(src, band, tile, block, h, features_of)
+                dst.write(core, window=Window(*win))
     logger.info("wrote GLCM features of %s band %d to %s", in_path, band, out_path)
     return out_path

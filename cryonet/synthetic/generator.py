@@ -153,26 +153,35 @@ def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
     return a.reshape(*lead, rows // k, k, cols // k, k).mean(axis=(-3, -1))
 
 
-def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, progress: bool = True) -> TwinArrays:
-    """Simulate a synthetic twin scene in memory.
+@dataclass(frozen=True)
+class _Grids:
+    """The grids of one synthetic scene; all share the scene's UTM CRS and nest at 40 m.
+
+    Attributes:
+        origin: Upper-left corner ``(easting, northing)`` of the scene, metres.
+        grid10: Scene grid at 10 m.
+        grid20: Scene grid at 20 m.
+        grid_insar: InSAR grid at 40 m (scene plus :data:`INSAR_MARGIN_PX40`).
+        master: Simulation grid at 10 m (scene plus :data:`MARGIN_PX`, a multiple of the InSAR looks).
+    """
+
+    origin: tuple[float, float]
+    grid10: Grid
+    grid20: Grid
+    grid_insar: Grid
+    master: Grid
+
+
+def _scene_grids(reg: Region, size: int) -> _Grids:
+    """The 10 m, 20 m, InSAR and master grids of a ``size`` x ``size`` scene of ``reg``.
 
     Args:
-        region: Region preset or its name (``poiqu``, ``montblanc``).
-        size: Scene edge in 10 m pixels; None for the preset's default.
-        seed: Random seed; the same seed gives byte-identical arrays.
-        progress: Show a progress bar.
+        reg: Region preset (centre, UTM zone).
+        size: Scene edge, 10 m pixels.
 
     Returns:
-        The :class:`TwinArrays`.
-
-    Raises:
-        ValueError: ``size`` smaller than :data:`MIN_SIZE_PX`.
+        The :class:`_Grids`.
     """
-    reg = get_region(region) if isinstance(region, str) else region
-    size = int(size if size is not None else reg.default_size_px)
-    if size < MIN_SIZE_PX:
-        raise ValueError(f"scene size {size} px is too small; expected at least {MIN_SIZE_PX} pixels (10 m each)")
-    rng = np.random.default_rng([seed, sum(map(ord, reg.name))])
     crs = CRS.from_epsg(reg.epsg)
     left, top = scene_origin(reg, size)
     m = MARGIN_PX
@@ -185,43 +194,92 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
         crs, Affine(40.0, 0, left - 40.0 * INSAR_MARGIN_PX40, 0, -40.0, top + 40.0 * INSAR_MARGIN_PX40), n40, n40
     )
     master = Grid(crs, Affine(PIXEL_M, 0, left - m * PIXEL_M, 0, -PIXEL_M, top + m * PIXEL_M), master_n, master_n)
+    return _Grids(origin=(left, top), grid10=grid10, grid20=grid20, grid_insar=grid_insar, master=master)
 
-    steps = tqdm(total=5, desc=f"synth {reg.name} {size}px", disable=not progress, unit="step")
-    steps.set_postfix_str("terrain")
-    terrain = make_terrain(reg, master.shape, rng)
-    steps.update()
-    steps.set_postfix_str("glaciers")
-    glaciers: GlacierField = make_glaciers(reg, terrain, rng)
-    steps.update()
 
-    steps.set_postfix_str("optics")
-    refl = boa_reflectance(glaciers, reg.sun_azimuth_deg, reg.sun_elevation_deg, rng)  # (bands, M, M) at 10 m
-    inner = (slice(m, m + size), slice(m, m + size))
-    inner20 = (slice(m // 2, m // 2 + n20), slice(m // 2, m // 2 + n20))
-    # Swath edge: a slanted strip on the east or west edge, 2-6 % of the scene.
+def _swath_edge(left: float, size: int, rng: np.random.Generator) -> tuple[str, float, float]:
+    """Swath edge: a slanted strip on the east or west edge, 2-6 % of the scene.
+
+    Args:
+        left: Scene's western edge (easting), metres.
+        size: Scene edge, 10 m pixels.
+        rng: Random generator (consumed).
+
+    Returns:
+        ``(side, x_top, x_bottom)``: ``"west"`` or ``"east"``, and the edge's easting at the top and bottom.
+    """
     side = "west" if rng.random() < 0.5 else "east"
     width_m = size * PIXEL_M
     w_top, w_bottom = rng.uniform(0.0, 0.05) * width_m, rng.uniform(0.03, 0.08) * width_m
     x_top = left + w_top if side == "west" else left + width_m - w_top
     x_bottom = left + w_bottom if side == "west" else left + width_m - w_bottom
+    return side, x_top, x_bottom
+
+
+def _sentinel2(
+    glaciers: GlacierField, reg: Region, size: int, grids: _Grids, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Sentinel-2 L2A bands on their native grids: reflectance, sensor noise, a nodata strip beyond the swath.
+
+    Args:
+        glaciers: Glaciers and surface types on the master grid.
+        reg: Region preset (sun position).
+        size: Scene edge, 10 m pixels.
+        grids: The scene's grids.
+        rng: Random generator (consumed).
+
+    Returns:
+        Band -> ``(rows, cols)`` uint16 L2A digital numbers (0 = nodata).
+    """
+    m = MARGIN_PX
+    n20 = grids.grid20.width
+    refl = boa_reflectance(glaciers, reg.sun_azimuth_deg, reg.sun_elevation_deg, rng)  # (bands, M, M) at 10 m
+    inner = (slice(m, m + size), slice(m, m + size))
+    inner20 = (slice(m // 2, m // 2 + n20), slice(m // 2, m // 2 + n20))
+    side, x_top, x_bottom = _swath_edge(grids.origin[0], size, rng)
     s2: dict[str, np.ndarray] = {}
     for b, band in enumerate(S2_BANDS):
         if band in S2_BANDS_10M:
-            native, grid = refl[b][inner], grid10
+            native, grid = refl[b][inner], grids.grid10
         else:
-            native, grid = _block_mean(refl[b], 2)[inner20], grid20
+            native, grid = _block_mean(refl[b], 2)[inner20], grids.grid20
         s2[band] = _to_dn(add_sensor_noise(native, rng), _nodata_strip(grid, side, x_top, x_bottom))
-    del refl
-    steps.update()
+    return s2
 
-    steps.set_postfix_str("insar")
-    ifg: Interferogram = simulate_pair(glaciers, look_azimuth_deg=S1_LOOK_AZIMUTH_DEG, rng=rng)
-    o = m // LOOKS - INSAR_MARGIN_PX40
+
+def _insar(
+    glaciers: GlacierField, grid_insar: Grid, rng: np.random.Generator
+) -> tuple[Interferogram, np.ndarray, np.ndarray]:
+    """The Sentinel-1 pair, cut to the InSAR grid.
+
+    Args:
+        glaciers: Glaciers and surface types on the master grid.
+        grid_insar: The 40 m InSAR grid.
+        rng: Random generator (consumed).
+
+    Returns:
+        ``(ifg, coherence, phase)``: the simulated pair, and its coherence and phase on ``grid_insar``.
+    """
+    ifg = simulate_pair(glaciers, look_azimuth_deg=S1_LOOK_AZIMUTH_DEG, rng=rng)
+    n40 = grid_insar.width
+    o = MARGIN_PX // LOOKS - INSAR_MARGIN_PX40
     insar_win = (slice(o, o + n40), slice(o, o + n40))
-    coherence, phase = ifg.coherence[insar_win], ifg.phase[insar_win]
+    return ifg, ifg.coherence[insar_win], ifg.phase[insar_win]
 
-    # DEM: the surface reprojected to 1 arc-second geographic coordinates (area-weighted), with GLO-30-like noise.
-    scene_left, scene_bottom, scene_right, scene_top = grid10.bounds
+
+def _dem(z: np.ndarray, grids: _Grids, rng: np.random.Generator) -> tuple[Grid, np.ndarray]:
+    """DEM: the surface reprojected to 1 arc-second geographic coordinates (area-weighted), with GLO-30-like noise.
+
+    Args:
+        z: ``(rows, cols)`` float32 surface elevation on the master grid, metres.
+        grids: The scene's grids.
+        rng: Random generator (consumed: the noise).
+
+    Returns:
+        ``(grid_dem, dem)``: the EPSG:4326 grid (scene plus :data:`DEM_MARGIN_M`) and the float32 DEM on it.
+    """
+    crs = grids.grid10.crs
+    scene_left, scene_bottom, scene_right, scene_top = grids.grid10.bounds
     lon0, lat0, lon1, lat1 = rasterio.warp.transform_bounds(
         crs,
         "EPSG:4326",
@@ -235,12 +293,12 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
     lon0, lat1 = math.floor(lon0 / res) * res, math.ceil(lat1 / res) * res
     dem_w, dem_h = int(math.ceil((lon1 - lon0) / res)), int(math.ceil((lat1 - lat0) / res))
     grid_dem = Grid(CRS.from_epsg(4326), Affine(res, 0, lon0, 0, -res, lat1), dem_w, dem_h)
-    z_dem_src = glaciers.z + rng.normal(0.0, 2.0, glaciers.z.shape).astype(np.float32)
+    z_dem_src = z + rng.normal(0.0, 2.0, z.shape).astype(np.float32)
     dem = np.full(grid_dem.shape, DEM_NODATA, dtype=np.float32)
     rasterio.warp.reproject(
         z_dem_src,
         dem,
-        src_transform=master.transform,
+        src_transform=grids.master.transform,
         src_crs=crs,
         src_nodata=None,
         dst_transform=grid_dem.transform,
@@ -248,26 +306,26 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
         dst_nodata=DEM_NODATA,
         resampling=rasterio.warp.Resampling.average,
     )
-    steps.update()
+    return grid_dem, dem
 
-    steps.set_postfix_str("labels")
-    classes = glaciers.classes[inner]
-    layers = label_layers(
-        classes,
-        glaciers.glacier_id[inner],
-        glaciers.lake_id[inner],
-        glaciers.lake_types,
-        glaciers.z[inner],
-        grid10,
-        id_prefix=f"SYN{reg.name[:2].upper()}",
-    )
-    steps.update()
-    steps.close()
 
+def _scene_meta(reg: Region, size: int, seed: int, ifg: Interferogram, classes: np.ndarray) -> dict[str, Any]:
+    """Metadata of a synthetic scene, as written into ``scene.json``.
+
+    Args:
+        reg: Region preset.
+        size: Scene edge, 10 m pixels.
+        seed: Random seed.
+        ifg: The simulated Sentinel-1 pair.
+        classes: ``(rows, cols)`` uint8 reference label of the scene.
+
+    Returns:
+        JSON-ready dict.
+    """
     acq = date.fromisoformat(reg.acquisition)
     s1_first = acq - timedelta(days=TEMPORAL_BASELINE_DAYS // 2)
     glacier_px = int(np.isin(classes, (1, 2)).sum())
-    meta = {
+    return {
         "seed": int(seed),
         "size": size,
         "generator": "cryonet.synthetic",
@@ -289,27 +347,95 @@ def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, 
         },
         "debris_share_of_glacier": round(float((classes == 2).sum() / max(glacier_px, 1)), 4),
     }
+
+
+def _scene_cut(glaciers: GlacierField, size: int) -> dict[str, np.ndarray]:
+    """The scene's part of the master-grid glacier arrays (views), named as the fields of :class:`TwinArrays`.
+
+    Args:
+        glaciers: Glaciers and surface types on the master grid.
+        size: Scene edge, 10 m pixels.
+
+    Returns:
+        ``classes``, ``surface``, ``elevation``, ``velocity``, ``glacier_id`` and ``lake_id`` on the 10 m grid.
+    """
+    inner = (slice(MARGIN_PX, MARGIN_PX + size), slice(MARGIN_PX, MARGIN_PX + size))
+    return {
+        "classes": glaciers.classes[inner],
+        "surface": glaciers.surface[inner],
+        "elevation": glaciers.z[inner],
+        "velocity": glaciers.velocity[inner],
+        "glacier_id": glaciers.glacier_id[inner],
+        "lake_id": glaciers.lake_id[inner],
+    }
+
+
+def synthesize(region: str | Region, *, size: int | None = None, seed: int = 0, progress: bool = True) -> TwinArrays:
+    """Simulate a synthetic twin scene in memory.
+
+    Args:
+        region: Region preset or its name (``poiqu``, ``montblanc``).
+        size: Scene edge in 10 m pixels; None for the preset's default.
+        seed: Random seed; the same seed gives byte-identical arrays.
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`TwinArrays`.
+
+    Raises:
+        ValueError: ``size`` smaller than :data:`MIN_SIZE_PX`.
+    """
+    reg = get_region(region) if isinstance(region, str) else region
+    size = int(size if size is not None else reg.default_size_px)
+    if size < MIN_SIZE_PX:
+        raise ValueError(f"scene size {size} px is too small; expected at least {MIN_SIZE_PX} pixels (10 m each)")
+    rng = np.random.default_rng([seed, sum(map(ord, reg.name))])
+    grids = _scene_grids(reg, size)
+
+    steps = tqdm(total=5, desc=f"synth {reg.name} {size}px", disable=not progress, unit="step")
+    steps.set_postfix_str("terrain")
+    terrain = make_terrain(reg, grids.master.shape, rng)
+    steps.update()
+    steps.set_postfix_str("glaciers")
+    glaciers = make_glaciers(reg, terrain, rng)
+    steps.update()
+    steps.set_postfix_str("optics")
+    s2 = _sentinel2(glaciers, reg, size, grids, rng)
+    steps.update()
+    steps.set_postfix_str("insar")
+    ifg, coherence, phase = _insar(glaciers, grids.grid_insar, rng)
+    grid_dem, dem = _dem(glaciers.z, grids, rng)
+    steps.update()
+    steps.set_postfix_str("labels")
+    cut = _scene_cut(glaciers, size)
+    layers = label_layers(
+        cut["classes"],
+        cut["glacier_id"],
+        cut["lake_id"],
+        glaciers.lake_types,
+        cut["elevation"],
+        grids.grid10,
+        id_prefix=f"SYN{reg.name[:2].upper()}",
+    )
+    steps.update()
+    steps.close()
+
     return TwinArrays(
         region=reg,
         size=size,
         seed=int(seed),
-        grid10=grid10,
-        grid20=grid20,
-        grid_insar=grid_insar,
+        grid10=grids.grid10,
+        grid20=grids.grid20,
+        grid_insar=grids.grid_insar,
         grid_dem=grid_dem,
         s2=s2,
         dem=dem,
         coherence=coherence,
         phase=phase,
-        classes=classes,
-        surface=glaciers.surface[inner],
-        elevation=glaciers.z[inner],
-        velocity=glaciers.velocity[inner],
-        glacier_id=glaciers.glacier_id[inner],
-        lake_id=glaciers.lake_id[inner],
         lake_types=glaciers.lake_types,
         layers=layers,
-        meta=meta,
+        meta=_scene_meta(reg, size, seed, ifg, cut["classes"]),
+        **cut,
     )
 
 
