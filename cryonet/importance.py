@@ -223,6 +223,24 @@ def permute_pixels(x: np.ndarray, valid: np.ndarray, layers: np.ndarray, rng: np
 # ------------------------------------------------------------------------------------------------------------------
 # permutation importance
 # ------------------------------------------------------------------------------------------------------------------
+def _permutation_row(
+    group: str, repeat: int, metric: str, baseline: float, score: float, base_iou: np.ndarray, cm: np.ndarray
+) -> dict[str, Any]:
+    """One row of :func:`permutation_importance_tiles`: the score lost overall and per class by one permutation."""
+    from cryonet import metrics
+
+    class_drop = base_iou - metrics.per_class(cm)["iou"]
+    return {
+        "group": group,
+        "repeat": repeat,
+        "metric": metric,
+        "baseline": baseline,
+        "score": score,
+        "drop": baseline - score,
+        **{f"drop_iou_{c}": float(v) for c, v in zip(CLASSES, class_drop, strict=True)},
+    }
+
+
 def permutation_importance_tiles(
     model: Any,
     normalizer: Any,
@@ -289,18 +307,7 @@ def permutation_importance_tiles(
                     score, cm_p = score_tiles(
                         model, normalizer, x, y, metric=metric, batch_size=batch_size, device=device
                     )
-                    class_drop = base_iou - metrics.per_class(cm_p)["iou"]
-                    rows.append(
-                        {
-                            "group": group,
-                            "repeat": r,
-                            "metric": metric,
-                            "baseline": baseline,
-                            "score": score,
-                            "drop": baseline - score,
-                            **{f"drop_iou_{c}": float(v) for c, v in zip(CLASSES, class_drop, strict=True)},
-                        }
-                    )
+                    rows.append(_permutation_row(group, r, metric, baseline, score, base_iou, cm_p))
                     bar.update(1)
             finally:
                 x[:, layers] = original
