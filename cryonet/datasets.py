@@ -546,6 +546,111 @@ def _refine_blocks(
     return {k: order[v] for k, v in zip(keys, current, strict=True)}
 
 
+def _tile_blocks(
+    tiles: Sequence[Tile], res: tuple[float, float], block_size_m: float
+) -> tuple[list[tuple[int, int]], dict[tuple[int, int], np.ndarray], dict[tuple[int, int], int]]:
+    """The block holding each tile's centre, and the pixels per class and the tiles of every block.
+
+    Args:
+        tiles: Tiles from :func:`scan_tiles`.
+        res: Pixel size ``(x, y)``, metres.
+        block_size_m: Edge of the square blocks, metres.
+
+    Returns:
+        ``(block_of, block_counts, block_tiles)``: the ``(block_row, block_col)`` of each tile, and per block its
+        class counts and its number of tiles.
+    """
+    blk_r = block_size_m / res[1]
+    blk_c = block_size_m / res[0]
+    block_of: list[tuple[int, int]] = []
+    block_counts: dict[tuple[int, int], np.ndarray] = {}
+    block_tiles: dict[tuple[int, int], int] = {}
+    for t in tiles:
+        key = (int((t.row + t.size / 2) // blk_r), int((t.col + t.size / 2) // blk_c))
+        block_of.append(key)
+        block_counts[key] = block_counts.get(key, np.zeros(NUM_CLASSES, dtype=np.int64)) + np.asarray(t.class_counts)
+        block_tiles[key] = block_tiles.get(key, 0) + 1
+    return block_of, block_counts, block_tiles
+
+
+def _buffered_shares(
+    tiles: Sequence[Tile],
+    tile_block: np.ndarray,
+    res: tuple[float, float],
+    buffer_m: float,
+    fractions: dict[str, float],
+) -> _BufferedShares:
+    """Which tiles of different blocks lie within ``buffer_m`` of each other, found once, with the split targets.
+
+    The pairs are fixed by the geometry: they serve both to refine the greedy assignment against the shares that
+    survive the buffer and to apply the buffer itself.
+
+    Args:
+        tiles: Tiles from :func:`scan_tiles`.
+        tile_block: ``(tiles,)`` block index of each tile.
+        res: Pixel size ``(x, y)``, metres.
+        buffer_m: Minimum distance between tiles of different splits, metres.
+        fractions: Target share of tiles per split name.
+
+    Returns:
+        The :class:`_BufferedShares`.
+    """
+    from shapely import STRtree, box
+
+    if tiles:
+        boxes = [
+            box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1]) for t in tiles
+        ]
+        q_idx, t_idx = STRtree(boxes).query(boxes, predicate="dwithin", distance=buffer_m)
+        other = tile_block[q_idx] != tile_block[t_idx]
+        pairs = np.stack([q_idx[other], t_idx[other]], axis=1)
+    else:
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    target = np.array([fractions.get(s, 0.0) for s in SPLITS]) / sum(fractions.get(s, 0.0) for s in SPLITS)
+    counts = np.array([t.class_counts for t in tiles], dtype=np.float64).reshape(len(tiles), NUM_CLASSES)
+    return _BufferedShares(tile_block, counts, pairs, target)
+
+
+def _assemble_split(
+    tiles: Sequence[Tile],
+    grid: Grid,
+    assign: dict[tuple[int, int], str],
+    block_of: list[tuple[int, int]],
+    final: np.ndarray,
+    params: dict[str, Any],
+) -> Split:
+    """The :class:`Split` of the tiles kept by the buffer; warns about splits without some class.
+
+    Args:
+        tiles: Tiles from :func:`scan_tiles`.
+        grid: The stack's grid.
+        assign: Block -> split name.
+        block_of: Block of each tile.
+        final: ``(tiles,)`` split index of each tile after the buffer (index into :data:`SPLITS`, -1 dropped).
+        params: Recorded in :attr:`Split.params`.
+
+    Returns:
+        The split.
+    """
+    kept = {s: [t for t, f in zip(tiles, final, strict=True) if f == n] for n, s in enumerate(SPLITS)}
+    dropped = {s: sum(assign[k] == s for k in block_of) - len(kept[s]) for s in SPLITS}
+    split = Split(
+        tiles={s: kept[s] for s in ("train", "val", "test")},
+        blocks={f"{k[0]},{k[1]}": v for k, v in sorted(assign.items())},
+        params=params,
+        crs_wkt=grid.crs.to_wkt(),
+        transform=tuple(grid.transform)[:6],
+        shape=grid.shape,
+        dropped=dropped,
+    )
+    for s in ("train", "val", "test"):
+        missing = [c for c, n in zip(CLASSES, split.class_counts(s), strict=True) if n == 0]
+        if missing and split.get(s):
+            logger.warning("split %s has no pixels of %s (too few blocks hold them)", s, missing)
+    logger.info("split: %s (dropped by buffer: %s)", {s: len(v) for s, v in split.tiles.items()}, dropped)
+    return split
+
+
 def make_split(
     tiles: Sequence[Tile],
     grid: Grid,
@@ -579,23 +684,12 @@ def make_split(
     Returns:
         The split. Every pair of tiles from different splits is more than ``buffer_m`` apart.
     """
-    from shapely import STRtree, box
-
     if not isinstance(fractions, dict):
         fractions = dict(zip(("train", "val", "test"), (float(f) for f in fractions), strict=True))
     if block_size_m <= 0 or buffer_m < 0:
         raise ValueError(f"block_size_m must be > 0 and buffer_m >= 0, got {block_size_m} and {buffer_m}")
     res = grid.res
-    blk_r = block_size_m / res[1]
-    blk_c = block_size_m / res[0]
-    block_of: list[tuple[int, int]] = []
-    block_counts: dict[tuple[int, int], np.ndarray] = {}
-    block_tiles: dict[tuple[int, int], int] = {}
-    for t in tiles:
-        key = (int((t.row + t.size / 2) // blk_r), int((t.col + t.size / 2) // blk_c))
-        block_of.append(key)
-        block_counts[key] = block_counts.get(key, np.zeros(NUM_CLASSES, dtype=np.int64)) + np.asarray(t.class_counts)
-        block_tiles[key] = block_tiles.get(key, 0) + 1
+    block_of, block_counts, block_tiles = _tile_blocks(tiles, res, block_size_m)
     rng = np.random.default_rng(seed)
     # A tile belongs to the block holding its centre, so it reaches up to half a tile beyond that block: tiles of
     # blocks d apart (Chebyshev) can come within (d - 1) * block - tile of each other, and the buffer drops them
@@ -604,30 +698,15 @@ def make_split(
     reach = max(1, int(math.floor(1 + (tile_m + buffer_m) / block_size_m)))
     assign = _assign_blocks(block_counts, block_tiles, fractions, rng, reach=reach)
 
-    def boxes(ts: Sequence[Tile]) -> list[Any]:
-        return [box(t.col * res[0], -(t.row + t.size) * res[1], (t.col + t.size) * res[0], -t.row * res[1]) for t in ts]
-
-    # Which tiles lie within the buffer of a tile of another block is fixed by the geometry: found once, then used
-    # both to refine the greedy against the shares that survive the buffer and to apply the buffer itself.
     keys = sorted(block_counts)
     index = {k: i for i, k in enumerate(keys)}
     tile_block = np.array([index[k] for k in block_of], dtype=np.int64)
-    if tiles:
-        q_idx, t_idx = STRtree(boxes(tiles)).query(boxes(tiles), predicate="dwithin", distance=buffer_m)
-        other = tile_block[q_idx] != tile_block[t_idx]
-        pairs = np.stack([q_idx[other], t_idx[other]], axis=1)
-    else:
-        pairs = np.zeros((0, 2), dtype=np.int64)
-    target = np.array([fractions.get(s, 0.0) for s in SPLITS]) / sum(fractions.get(s, 0.0) for s in SPLITS)
-    counts = np.array([t.class_counts for t in tiles], dtype=np.float64).reshape(len(tiles), NUM_CLASSES)
-    shares = _BufferedShares(tile_block, counts, pairs, target)
+    shares = _buffered_shares(tiles, tile_block, res, buffer_m, fractions)
     if refine_iter > 0 and all(fractions.get(s, 0) > 0 for s in SPLITS) and len(tiles) > 1:
         assign = _refine_blocks(assign, shares, keys, rng, int(refine_iter))
 
     # buffer: drop lower-precedence tiles near higher-precedence ones (test > val > train)
     final = shares.kept(np.array([SPLITS.index(assign[k]) for k in keys], dtype=np.int64)) if tiles else tile_block
-    kept = {s: [t for t, f in zip(tiles, final, strict=True) if f == n] for n, s in enumerate(SPLITS)}
-    dropped = {s: sum(assign[k] == s for k in block_of) - len(kept[s]) for s in SPLITS}
     params = {
         "block_size_m": float(block_size_m),
         "buffer_m": float(buffer_m),
@@ -636,21 +715,7 @@ def make_split(
         "refine_iter": int(refine_iter),
         **(extra_params or {}),
     }
-    split = Split(
-        tiles={s: kept[s] for s in ("train", "val", "test")},
-        blocks={f"{k[0]},{k[1]}": v for k, v in sorted(assign.items())},
-        params=params,
-        crs_wkt=grid.crs.to_wkt(),
-        transform=tuple(grid.transform)[:6],
-        shape=grid.shape,
-        dropped=dropped,
-    )
-    for s in ("train", "val", "test"):
-        missing = [c for c, n in zip(CLASSES, split.class_counts(s), strict=True) if n == 0]
-        if missing and split.get(s):
-            logger.warning("split %s has no pixels of %s (too few blocks hold them)", s, missing)
-    logger.info("split: %s (dropped by buffer: %s)", {s: len(v) for s, v in split.tiles.items()}, dropped)
-    return split
+    return _assemble_split(tiles, grid, assign, block_of, final, params)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -99,6 +99,135 @@ def _read_file(path: Path, layer: str | None) -> gpd.GeoDataFrame:
         return gpd.read_file(path, layer=layer, engine="pyogrio", encoding="ISO-8859-1")
 
 
+def _layer_names(path: Path, layer: str | None) -> list[str]:
+    """The layers of a vector file, after checking that the file exists and that ``layer`` picks one of them.
+
+    Args:
+        path: Vector file.
+        layer: Requested layer, or None (allowed when the file holds one layer).
+
+    Returns:
+        The file's layer names.
+
+    Raises:
+        VectorError: The file is missing or not a vector dataset, holds no layer, or ``layer`` is ambiguous or
+            unknown.
+    """
+    if not path.exists():
+        raise VectorError(f"{path}: file not found; check the path (a shapefile needs its .shp, .shx, .dbf, .prj).")
+    try:
+        layers = [str(name) for name in pyogrio.list_layers(path)[:, 0]]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
+        raise VectorError(
+            f"{path}: not a readable vector dataset ({exc}). Expected a GeoPackage, shapefile or GeoJSON of polygons."
+        ) from exc
+    if not layers:
+        raise VectorError(f"{path}: the vector dataset has no layers; expected polygon features.")
+    if layer is None and len(layers) > 1:
+        raise VectorError(f"{path}: holds {len(layers)} layers {layers}; say which one to read (layer=...).")
+    if layer is not None and layer not in layers:
+        raise VectorError(f"{path}: no layer named {layer!r}; the layers are {layers}.")
+    return layers
+
+
+def _drop_missing(gdf: gpd.GeoDataFrame, where: str) -> gpd.GeoDataFrame:
+    """Drop null and empty geometries (with a warning to the caller of :func:`read_polygons`) and Z coordinates.
+
+    Args:
+        gdf: The layer as read.
+        where: The file (and layer) for messages.
+
+    Returns:
+        The remaining rows, with 2-D geometries.
+    """
+    geoms = gdf.geometry.values
+    missing = gdf.index[np.asarray(geoms.isna() | geoms.is_empty)]
+    if len(missing):
+        warnings.warn(
+            f"{where}: dropped {len(missing)} features with null or empty geometry (rows {_rows(missing)}).",
+            GeometryRepairWarning,
+            stacklevel=3,
+        )
+        gdf = gdf.drop(index=missing)
+    return gdf.set_geometry(shapely.force_2d(gdf.geometry.values))
+
+
+def _keep_polygonal(gdf: gpd.GeoDataFrame, where: str) -> tuple[gpd.GeoDataFrame, pd.Series]:
+    """Keep the polygonal parts of collections and drop points and lines (with a warning to the caller).
+
+    Args:
+        gdf: Rows with 2-D geometries.
+        where: The file (and layer) for messages.
+
+    Returns:
+        ``(gdf, types)``: the polygonal rows, and the geometry type of every input row.
+    """
+    types = gdf.geom_type
+    other = ~types.isin(POLYGON_TYPES)
+    if other.any():
+        # Collections may hold polygons: keep those parts; points and lines are dropped.
+        extracted = gdf.geometry[other].map(_polygonal)
+        dropped = extracted.index[extracted.isna()]
+        if len(dropped):
+            found = sorted(set(types.loc[dropped]))
+            warnings.warn(
+                f"{where}: dropped {len(dropped)} non-polygon features ({', '.join(found)}; rows {_rows(dropped)}); "
+                "only polygons have an area to map.",
+                GeometryRepairWarning,
+                stacklevel=3,
+            )
+        kept = extracted.dropna()
+        gdf = gdf.drop(index=dropped)
+        if len(kept):
+            gdf.loc[kept.index, gdf.geometry.name] = gpd.GeoSeries(kept, crs=gdf.crs)
+    return gdf, types
+
+
+def _repair_invalid(gdf: gpd.GeoDataFrame, where: str, *, repair: bool, allow_empty: bool) -> gpd.GeoDataFrame:
+    """Repair invalid geometries with :func:`shapely.make_valid`, keeping polygonal parts, or refuse them.
+
+    Args:
+        gdf: Polygonal rows.
+        where: The file (and layer) for messages.
+        repair: Repair (with a warning to the caller of :func:`read_polygons`); if False, raise.
+        allow_empty: Return an empty frame when no polygon with an area is left, instead of raising.
+
+    Returns:
+        The rows with valid geometries.
+
+    Raises:
+        VectorError: Invalid geometries and ``repair`` is False, or none is left after repairing.
+    """
+    valid = np.asarray(shapely.is_valid(gdf.geometry.values))
+    if valid.all():
+        return gdf
+    bad = gdf.index[~valid]
+    reasons = shapely.is_valid_reason(gdf.geometry.values[~valid])
+    detail = "; ".join(f"row {i}: {r}" for i, r in list(zip(bad, reasons, strict=True))[:_MAX_ROWS_SHOWN])
+    if not repair:
+        raise VectorError(
+            f"{where}: {len(bad)} invalid geometries ({detail}). Repair them (read_polygons(..., repair=True) "
+            "uses shapely.make_valid, or fix them in a GIS) before use."
+        )
+    repaired = gpd.GeoSeries(shapely.make_valid(gdf.geometry.values[~valid]), index=bad, crs=gdf.crs)
+    repaired = repaired.map(_polygonal)
+    lost = repaired.index[repaired.isna()]
+    warnings.warn(
+        f"{where}: repaired {len(bad)} invalid geometries with shapely.make_valid, keeping polygonal parts "
+        f"({detail})" + (f"; rows {_rows(lost)} had no area left and were dropped" if len(lost) else "") + ".",
+        GeometryRepairWarning,
+        stacklevel=3,
+    )
+    logger.info("%s: repaired %d invalid geometries", where, len(bad))
+    ok = repaired.dropna()
+    gdf = gdf.drop(index=lost)
+    if len(ok):
+        gdf.loc[ok.index, gdf.geometry.name] = gpd.GeoSeries(ok, crs=gdf.crs)
+    if len(gdf) == 0 and not allow_empty:
+        raise VectorError(f"{where}: no polygon with a non-zero area is left after repairing geometries.")
+    return gdf
+
+
 def read_polygons(
     path: str | os.PathLike[str],
     layer: str | None = None,
@@ -130,22 +259,9 @@ def read_polygons(
         GeometryRepairWarning: with the number and rows of repaired, dropped or re-decoded features.
     """
     path = Path(path)
-    if not path.exists():
-        raise VectorError(f"{path}: file not found; check the path (a shapefile needs its .shp, .shx, .dbf, .prj).")
+    layers = _layer_names(path, layer)
     try:
-        layers = [str(name) for name in pyogrio.list_layers(path)[:, 0]]
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
-        raise VectorError(
-            f"{path}: not a readable vector dataset ({exc}). Expected a GeoPackage, shapefile or GeoJSON of polygons."
-        ) from exc
-    if not layers:
-        raise VectorError(f"{path}: the vector dataset has no layers; expected polygon features.")
-    if layer is None and len(layers) > 1:
-        raise VectorError(f"{path}: holds {len(layers)} layers {layers}; say which one to read (layer=...).")
-    if layer is not None and layer not in layers:
-        raise VectorError(f"{path}: no layer named {layer!r}; the layers are {layers}.")
-    try:
-        gdf = _read_file(path, layer)
+        gdf = _read_file(path, layer)  # called from here: its latin-1 warning points at read_polygons' caller
     except (
         pyogrio.errors.DataSourceError,
         pyogrio.errors.DataLayerError,
@@ -161,37 +277,7 @@ def read_polygons(
             f"{where}: no coordinate reference system. Expected one (for a shapefile, a .prj file beside the .shp); "
             "assign it in a GIS or with `ogr2ogr -a_srs EPSG:XXXX`."
         )
-
-    geoms = gdf.geometry.values
-    missing = gdf.index[np.asarray(geoms.isna() | geoms.is_empty)]
-    if len(missing):
-        warnings.warn(
-            f"{where}: dropped {len(missing)} features with null or empty geometry (rows {_rows(missing)}).",
-            GeometryRepairWarning,
-            stacklevel=2,
-        )
-        gdf = gdf.drop(index=missing)
-    gdf = gdf.set_geometry(shapely.force_2d(gdf.geometry.values))
-
-    types = gdf.geom_type
-    other = ~types.isin(POLYGON_TYPES)
-    if other.any():
-        # Collections may hold polygons: keep those parts; points and lines are dropped.
-        extracted = gdf.geometry[other].map(_polygonal)
-        dropped = extracted.index[extracted.isna()]
-        if len(dropped):
-            found = sorted(set(types.loc[dropped]))
-            warnings.warn(
-                f"{where}: dropped {len(dropped)} non-polygon features ({', '.join(found)}; rows {_rows(dropped)}); "
-                "only polygons have an area to map.",
-                GeometryRepairWarning,
-                stacklevel=2,
-            )
-        kept = extracted.dropna()
-        gdf = gdf.drop(index=dropped)
-        if len(kept):
-            gdf.loc[kept.index, gdf.geometry.name] = gpd.GeoSeries(kept, crs=gdf.crs)
-
+    gdf, types = _keep_polygonal(_drop_missing(gdf, where), where)
     if len(gdf) == 0:
         if allow_empty:
             return gdf
@@ -199,34 +285,7 @@ def read_polygons(
             f"{where}: no polygon geometries (found {sorted(set(types)) or 'no features'}). Expected glacier, "
             "debris or lake outlines as Polygon/MultiPolygon features."
         )
-
-    valid = np.asarray(shapely.is_valid(gdf.geometry.values))
-    if not valid.all():
-        bad = gdf.index[~valid]
-        reasons = shapely.is_valid_reason(gdf.geometry.values[~valid])
-        detail = "; ".join(f"row {i}: {r}" for i, r in list(zip(bad, reasons, strict=True))[:_MAX_ROWS_SHOWN])
-        if not repair:
-            raise VectorError(
-                f"{where}: {len(bad)} invalid geometries ({detail}). Repair them (read_polygons(..., repair=True) "
-                "uses shapely.make_valid, or fix them in a GIS) before use."
-            )
-        repaired = gpd.GeoSeries(shapely.make_valid(gdf.geometry.values[~valid]), index=bad, crs=gdf.crs)
-        repaired = repaired.map(_polygonal)
-        lost = repaired.index[repaired.isna()]
-        warnings.warn(
-            f"{where}: repaired {len(bad)} invalid geometries with shapely.make_valid, keeping polygonal parts "
-            f"({detail})" + (f"; rows {_rows(lost)} had no area left and were dropped" if len(lost) else "") + ".",
-            GeometryRepairWarning,
-            stacklevel=2,
-        )
-        logger.info("%s: repaired %d invalid geometries", where, len(bad))
-        ok = repaired.dropna()
-        gdf = gdf.drop(index=lost)
-        if len(ok):
-            gdf.loc[ok.index, gdf.geometry.name] = gpd.GeoSeries(ok, crs=gdf.crs)
-        if len(gdf) == 0 and not allow_empty:
-            raise VectorError(f"{where}: no polygon with a non-zero area is left after repairing geometries.")
-    return gdf
+    return _repair_invalid(gdf, where, repair=repair, allow_empty=allow_empty)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
